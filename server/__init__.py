@@ -1,0 +1,1 @@
+"""Stue: video consultations and end-to-end encrypted chat for municipal homecare."""

@@ -1,0 +1,147 @@
+"""The `stue` command: serve, create consultations, probe a link."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import logging
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from server.config import Settings, load_settings
+from server.exceptions import ConfigError
+from server.protocol import TRANSPORT_MAX_BYTES
+from server.store.connection import open_redis
+from server.store.consultations import ConsultationStore, NewConsultation
+
+log = logging.getLogger("stue")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {host} is in use; stop the other program or choose one with --port"
+                ) from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+async def _new_consultation(settings: Settings) -> NewConsultation:
+    handle = await open_redis(settings)
+    try:
+        store = ConsultationStore(handle.client, membership_ttl_s=settings.membership_ttl_s)
+        return await store.create(now_ms=int(time.time() * 1000), ttl_s=settings.consultation_ttl_s)
+    finally:
+        await handle.close()
+
+
+def _links(settings: Settings, made: NewConsultation) -> dict[str, str]:
+    return {
+        "consultation": made.consultation,
+        "citizen_link": settings.link(made.tokens["citizen"]),
+        "clinician_link": settings.link(made.tokens["clinician"]),
+        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(made.expires_ms / 1000)),
+    }
+
+
+def _print_links(links: dict[str, str]) -> None:
+    print(f"Consultation {links['consultation']} (until {links['expires_at']})")
+    print(f"  citizen:   {links['citizen_link']}")
+    print(f"  clinician: {links['clinician_link']}")
+
+
+async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    handle = await open_redis(settings)
+    try:
+        config = uvicorn.Config(
+            create_app(settings, handle),
+            host=host,
+            port=port,
+            ws="websockets-sansio",
+            ws_max_size=TRANSPORT_MAX_BYTES,
+            ws_per_message_deflate=False,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            access_log=False,
+            log_level="info",
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        print(f"Stue is serving {settings.public_url} (Redis: {handle.description})", flush=True)
+        if demo:
+            store = ConsultationStore(handle.client, membership_ttl_s=settings.membership_ttl_s)
+            made = await store.create(now_ms=int(time.time() * 1000), ttl_s=settings.consultation_ttl_s)
+            print("Try a call: open the two links in two browser windows (or on a tablet and a PC).")
+            _print_links(_links(settings, made))
+            sys.stdout.flush()
+        await server.serve()
+    finally:
+        await handle.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stue", description="Stue: video consultations for homecare.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the web and signalling server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true", help="also create a consultation and print its links")
+
+    consultation = commands.add_parser("consultation", help="manage consultations")
+    consultation_commands = consultation.add_subparsers(dest="action", required=True)
+    new = consultation_commands.add_parser("new", help="create a consultation and print its links")
+    new.add_argument("--json", action="store_true", help="print JSON")
+
+    probe = commands.add_parser("probe", help="join a consultation as a headless participant and report")
+    probe.add_argument("link")
+    probe.add_argument("--timeout", type=float, default=20.0, help="give up after this many seconds")
+    probe.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        if args.command == "serve":
+            if not 0 < args.port < 65536:
+                raise ConfigError(f"--port {args.port} is not a port number")
+            _check_port_free(args.host, args.port)
+            asyncio.run(_serve(settings, args.host, args.port, args.demo))
+            return 0
+        if args.command == "consultation":
+            links = _links(settings, asyncio.run(_new_consultation(settings)))
+            if args.json:
+                print(json.dumps(links))
+            else:
+                _print_links(links)
+            return 0
+        if args.command == "probe":
+            from server.probe import main as probe_main
+
+            return probe_main(args.link, timeout=args.timeout, json_output=args.json)
+    except ConfigError as exc:
+        print(f"stue: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

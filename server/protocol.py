@@ -1,0 +1,209 @@
+"""Signalling protocol v1: parse and validate client frames, build server frames. No I/O.
+
+`docs/protocol.md` is the specification; this module is its executable form. `parse_frame` turns raw text into
+one of the typed client messages or raises a `ClientError` subclass; the `encode_*` helpers produce the exact
+bytes the server sends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from server.exceptions import (
+    BadField,
+    BadJSON,
+    DuplicateKey,
+    MissingField,
+    NotAnObject,
+    TooLarge,
+    UnknownField,
+    UnknownType,
+)
+
+MAX_FRAME_BYTES: Final = 65_536
+#: What the WebSocket layer itself accepts; frames between the two limits get a `too_large` error frame.
+TRANSPORT_MAX_BYTES: Final = 2 * MAX_FRAME_BYTES
+
+Role = Literal["citizen", "clinician"]
+PeerLeftReason = Literal["left", "disconnected", "timeout", "replaced"]
+
+ParticipantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Token = Annotated[str, msgspec.Meta(min_length=16, max_length=128)]
+Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=60_000)]
+
+
+class _ClientMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    """Base of every client → server message."""
+
+
+class Join(_ClientMessage, tag="join"):
+    token: Token
+
+
+class Offer(_ClientMessage, tag="offer"):
+    to: ParticipantId
+    sdp: Sdp
+
+
+class Answer(_ClientMessage, tag="answer"):
+    to: ParticipantId
+    sdp: Sdp
+
+
+class IceCandidate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The fields of the browser's `RTCIceCandidateInit`."""
+
+    candidate: Annotated[str, msgspec.Meta(max_length=1024)]
+    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # noqa: N815 - the W3C name
+    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=1023)] | None = None  # noqa: N815
+    usernameFragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None  # noqa: N815
+
+
+class Candidate(_ClientMessage, tag="candidate"):
+    to: ParticipantId
+    candidate: IceCandidate | None
+
+
+class Leave(_ClientMessage, tag="leave"):
+    pass
+
+
+class Ping(_ClientMessage, tag="ping"):
+    pass
+
+
+ClientMessage = Join | Offer | Answer | Candidate | Leave | Ping
+#: Messages relayed to one peer.
+Relayed = Offer | Answer | Candidate
+
+_DECODERS: Final[dict[str, msgspec.json.Decoder[ClientMessage]]] = {
+    cls.__struct_config__.tag: msgspec.json.Decoder(cls)  # type: ignore[misc]
+    for cls in (Join, Offer, Answer, Candidate, Leave, Ping)
+}
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise DuplicateKey(f"key {duplicate!r} appears more than once")
+    return obj
+
+
+_STRICT_JSON: Final = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
+
+
+def parse_frame(text: str | bytes) -> ClientMessage:
+    """Validate one client frame and return the typed message, or raise the `ClientError` that says why not."""
+    data = text.encode() if isinstance(text, str) else text
+    if len(data) > MAX_FRAME_BYTES:
+        raise TooLarge(f"frame is {len(data)} bytes; the limit is {MAX_FRAME_BYTES}")
+    try:
+        # The stdlib decoder only rejects duplicate keys (msgspec keeps the last one silently); msgspec does
+        # the typed validation below.
+        obj = _STRICT_JSON.decode(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadJSON(f"frame is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise NotAnObject(f"frame is a JSON {type(obj).__name__}, not an object")
+    kind = obj.get("type")
+    decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
+    if decoder is None:
+        raise UnknownType(f"unknown message type {kind!r}" if kind is not None else "frame has no 'type'")
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        reason = str(exc)
+        if "missing required field" in reason:
+            raise MissingField(reason, ref=kind) from None
+        if "unknown field" in reason:
+            raise UnknownField(reason, ref=kind) from None
+        raise BadField(reason, ref=kind) from None
+
+
+# --- server → client -------------------------------------------------------------------------------------
+
+
+class _ServerMessage(msgspec.Struct, frozen=True, tag_field="type"):
+    """Base of every server → client message."""
+
+
+class PeerEntry(msgspec.Struct, frozen=True):
+    participant: str
+    role: Role
+    polite: bool
+
+
+class Joined(_ServerMessage, tag="joined"):
+    participant: str
+    role: Role
+    consultation: str
+    peers: list[PeerEntry]
+    ice_servers: list[dict[str, str | list[str]]]
+
+
+class PeerJoined(_ServerMessage, tag="peer-joined"):
+    participant: str
+    role: Role
+    polite: bool = True
+
+
+class PeerLeft(_ServerMessage, tag="peer-left"):
+    participant: str
+    reason: PeerLeftReason
+
+
+class RelayedOffer(_ServerMessage, tag="offer"):
+    from_: str = msgspec.field(name="from")
+    sdp: str
+
+
+class RelayedAnswer(_ServerMessage, tag="answer"):
+    from_: str = msgspec.field(name="from")
+    sdp: str
+
+
+class RelayedCandidate(_ServerMessage, tag="candidate"):
+    from_: str = msgspec.field(name="from")
+    candidate: IceCandidate | None
+
+
+class Pong(_ServerMessage, tag="pong"):
+    pass
+
+
+class Error(_ServerMessage, tag="error"):
+    code: str
+    message: str
+    ref: str | None = None
+
+
+ServerMessage = Joined | PeerJoined | PeerLeft | RelayedOffer | RelayedAnswer | RelayedCandidate | Pong | Error
+
+_encoder: Final = msgspec.json.Encoder()
+PONG: Final = _encoder.encode(Pong())
+
+
+def encode(message: ServerMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def relay_frame(sender: str, message: Relayed) -> bytes:
+    """The frame the addressee receives: the same content, with `from` stamped from the sender's connection."""
+    relayed: ServerMessage
+    if isinstance(message, Offer):
+        relayed = RelayedOffer(from_=sender, sdp=message.sdp)
+    elif isinstance(message, Answer):
+        relayed = RelayedAnswer(from_=sender, sdp=message.sdp)
+    else:
+        relayed = RelayedCandidate(from_=sender, candidate=message.candidate)
+    return _encoder.encode(relayed)
+
+
+def decode_server_frame(data: bytes | str) -> ServerMessage:
+    """Parse a server frame (for clients written in Python: tests, benchmarks)."""
+    return msgspec.json.decode(data, type=ServerMessage)

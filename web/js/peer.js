@@ -1,0 +1,245 @@
+/** One remote participant: an RTCPeerConnection driven by the perfect negotiation pattern. No DOM. */
+
+import { Emitter } from './emitter.js';
+import * as protocol from './protocol.js';
+
+/** How long "disconnected" may last before we restart ICE ourselves. */
+export const DISCONNECT_GRACE_MS = 2000;
+/** A polite peer that has not been offered anything by then offers itself (the newcomer may be stuck). */
+export const POLITE_OFFER_FALLBACK_MS = 4000;
+
+/** @typedef {'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed'} PeerState */
+
+/**
+ * @typedef {object} PeerEvents
+ * @property {{stream: MediaStream}} stream  remote media arrived (fires once per remote stream)
+ * @property {{state: PeerState}} state
+ */
+
+/**
+ * @typedef {object} PeerOptions
+ * @property {string} id  the remote participant id
+ * @property {import('./protocol.js').Role} role
+ * @property {boolean} polite  from the server's peer entry / peer-joined
+ * @property {RTCIceServer[]} iceServers
+ * @property {MediaStream} localStream
+ * @property {(message: import('./protocol.js').ClientMessage) => void} send
+ */
+
+/** @extends {Emitter<PeerEvents>} */
+export class Peer extends Emitter {
+  /** @type {RTCPeerConnection} */
+  #pc;
+  #makingOffer = false;
+  #ignoreOffer = false;
+  #isSettingRemoteAnswerPending = false;
+  #tracksAdded = false;
+  #closed = false;
+  /** Incoming signalling is applied in arrival order, one message at a time. */
+  #queue = Promise.resolve();
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #graceTimer;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #fallbackTimer;
+  /** @type {MediaStream | null} */
+  #remoteStream = null;
+  /** @type {PeerState} */
+  #state = 'new';
+  #localStream;
+  #send;
+
+  /** @param {PeerOptions} options */
+  constructor(options) {
+    super();
+    this.id = options.id;
+    this.role = options.role;
+    this.polite = options.polite;
+    this.#localStream = options.localStream;
+    this.#send = options.send;
+    this.#pc = new RTCPeerConnection({ iceServers: options.iceServers });
+    this.#wire();
+    if (this.polite) {
+      // The newcomer offers; adding our tracks only after its offer lets the answer carry them
+      // without a second round. The timer covers a newcomer that never offers.
+      this.#fallbackTimer = setTimeout(() => this.#addLocalTracks(), POLITE_OFFER_FALLBACK_MS);
+    } else {
+      this.#addLocalTracks(); // fires negotiationneeded → our offer
+    }
+  }
+
+  get state() {
+    return this.#state;
+  }
+
+  /** @param {string} sdp */
+  handleOffer(sdp) {
+    this.#enqueue(() => this.#handleDescription({ type: 'offer', sdp }));
+  }
+
+  /** @param {string} sdp */
+  handleAnswer(sdp) {
+    this.#enqueue(() => this.#handleDescription({ type: 'answer', sdp }));
+  }
+
+  /** @param {import('./protocol.js').CandidateObject | null} candidate */
+  handleCandidate(candidate) {
+    this.#enqueue(async () => {
+      try {
+        if (candidate === null || candidate.candidate === '') {
+          await this.#pc.addIceCandidate();
+        } else {
+          await this.#pc.addIceCandidate(candidate);
+        }
+      } catch (err) {
+        // Candidates for an offer we chose to ignore are expected to fail.
+        if (!this.#ignoreOffer) console.warn(`peer ${this.id}: addIceCandidate failed`, err);
+      }
+    });
+  }
+
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#graceTimer);
+    clearTimeout(this.#fallbackTimer);
+    this.#pc.onnegotiationneeded = this.#pc.onicecandidate = this.#pc.ontrack = null;
+    this.#pc.oniceconnectionstatechange = this.#pc.onconnectionstatechange = null;
+    this.#pc.close();
+    this.#setState('closed');
+    this.removeAllListeners();
+  }
+
+  #wire() {
+    const pc = this.#pc;
+    pc.onnegotiationneeded = async () => {
+      try {
+        this.#makingOffer = true;
+        await pc.setLocalDescription();
+        this.#sendDescription();
+      } catch (err) {
+        console.warn(`peer ${this.id}: could not make an offer`, err);
+      } finally {
+        this.#makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      // null (and, in some browsers, an empty candidate) marks the end of gathering.
+      const init = candidate && candidate.candidate ? candidate.toJSON() : null;
+      try {
+        this.#send(protocol.candidate(this.id, init));
+      } catch (err) {
+        console.warn(`peer ${this.id}: candidate not sent`, err);
+      }
+    };
+    pc.ontrack = ({ track, streams }) => {
+      const stream = streams[0] ?? this.#remoteStream ?? new MediaStream();
+      if (!streams[0] && !stream.getTracks().includes(track)) stream.addTrack(track);
+      if (stream !== this.#remoteStream) {
+        this.#remoteStream = stream;
+        this.emit('stream', { stream });
+      }
+    };
+    pc.oniceconnectionstatechange = () => this.#onConnectivity();
+    pc.onconnectionstatechange = () => this.#onConnectivity();
+  }
+
+  #addLocalTracks() {
+    clearTimeout(this.#fallbackTimer);
+    if (this.#tracksAdded || this.#closed) return;
+    this.#tracksAdded = true;
+    for (const track of this.#localStream.getTracks()) this.#pc.addTrack(track, this.#localStream);
+  }
+
+  /** @param {RTCSessionDescriptionInit} description */
+  async #handleDescription(description) {
+    const pc = this.#pc;
+    const readyForOffer =
+      !this.#makingOffer && (pc.signalingState === 'stable' || this.#isSettingRemoteAnswerPending);
+    const offerCollision = description.type === 'offer' && !readyForOffer;
+    this.#ignoreOffer = !this.polite && offerCollision;
+    if (this.#ignoreOffer) return;
+    try {
+      this.#isSettingRemoteAnswerPending = description.type === 'answer';
+      if (offerCollision) {
+        // Explicit rollback: older Safari does not roll back implicitly in setRemoteDescription.
+        await Promise.all([pc.setLocalDescription({ type: 'rollback' }), pc.setRemoteDescription(description)]);
+      } else {
+        await pc.setRemoteDescription(description);
+      }
+      this.#isSettingRemoteAnswerPending = false;
+      if (description.type === 'offer') {
+        this.#addLocalTracks();
+        await pc.setLocalDescription();
+        this.#sendDescription();
+      }
+    } catch (err) {
+      this.#isSettingRemoteAnswerPending = false;
+      console.warn(`peer ${this.id}: could not apply ${description.type}`, err);
+    }
+  }
+
+  #sendDescription() {
+    const local = this.#pc.localDescription;
+    if (!local || this.#closed || (local.type !== 'offer' && local.type !== 'answer')) return;
+    try {
+      this.#send(protocol.description(local.type, this.id, local.sdp));
+    } catch (err) {
+      console.warn(`peer ${this.id}: ${local.type} not sent`, err);
+    }
+  }
+
+  #onConnectivity() {
+    const pc = this.#pc;
+    const ice = pc.iceConnectionState;
+    // connectionState is missing in older browsers; the ICE state tells the same story there.
+    const overall = pc.connectionState ?? ice;
+    if (ice === 'failed' || overall === 'failed') {
+      clearTimeout(this.#graceTimer);
+      this.#restartIce();
+    } else if (ice === 'disconnected' || overall === 'disconnected') {
+      clearTimeout(this.#graceTimer);
+      this.#graceTimer = setTimeout(() => {
+        if (pc.iceConnectionState === 'disconnected' || pc.connectionState === 'disconnected') this.#restartIce();
+      }, DISCONNECT_GRACE_MS);
+    } else {
+      clearTimeout(this.#graceTimer);
+    }
+    /** @type {PeerState} */
+    let state;
+    if (overall === 'connected' || overall === 'completed') state = 'connected';
+    else if (overall === 'checking') state = 'connecting';
+    else state = /** @type {PeerState} */ (overall);
+    this.#setState(state);
+  }
+
+  #restartIce() {
+    if (this.#closed) return;
+    if (typeof this.#pc.restartIce === 'function') {
+      this.#pc.restartIce(); // → negotiationneeded → a new offer through signalling
+      return;
+    }
+    this.#enqueue(async () => {
+      try {
+        this.#makingOffer = true;
+        await this.#pc.setLocalDescription(await this.#pc.createOffer({ iceRestart: true }));
+        this.#sendDescription();
+      } catch (err) {
+        console.warn(`peer ${this.id}: ICE restart failed`, err);
+      } finally {
+        this.#makingOffer = false;
+      }
+    });
+  }
+
+  /** @param {() => Promise<void>} task */
+  #enqueue(task) {
+    this.#queue = this.#queue.then(() => (this.#closed ? undefined : task()));
+  }
+
+  /** @param {PeerState} state */
+  #setState(state) {
+    if (state === this.#state) return;
+    this.#state = state;
+    this.emit('state', { state });
+  }
+}
