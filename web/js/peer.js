@@ -192,6 +192,7 @@ export class Peer extends Emitter {
     const pc = this.#pc;
     const ice = pc.iceConnectionState;
     // connectionState is missing in older browsers; the ICE state tells the same story there.
+    /** @type {string} */
     const overall = pc.connectionState ?? ice;
     if (ice === 'failed' || overall === 'failed') {
       clearTimeout(this.#graceTimer);

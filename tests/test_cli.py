@@ -1,0 +1,74 @@
+"""The `stue` command: start-up errors are one clear line; every command shares the server's state."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, StueServer, free_port, stue_command, token_of
+from wsclient import Client
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        stue_command(*args), env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+async def test_consultation_new_beside_serve_on_the_default_embedded_redis(
+    stue_factory: Callable[..., StueServer], tmp_path: Path
+) -> None:
+    env = {"STUE_DATA_DIR": str(tmp_path / "shared")}
+    server = stue_factory(env)
+    made = run("consultation", "new", "--json", env=server.env)
+    assert made.returncode == 0, made.stderr
+    links = __import__("json").loads(made.stdout)
+    assert links["citizen_link"].startswith(f"{server.url}/call#t=")
+    assert len(token_of(links["citizen_link"])) >= 22  # ≥ 128 bits
+    client = await Client.open(server.ws_url, server.url)
+    await client.join(token_of(links["citizen_link"]))
+    assert client.joined["role"] == "citizen"
+    # the server keeps working after the CLI process attached to and left its embedded Redis
+    again = await Client.open(server.ws_url, server.url)
+    await again.join(token_of(links["clinician_link"]))
+
+
+def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--port", str(port), env={"STUE_DATA_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STUE_PUBLIC_URL": "not a url"}, "STUE_PUBLIC_URL"),
+        ({"STUE_REDIS_URL": "mysql://x"}, "STUE_REDIS_URL"),
+        ({"STUE_REDIS_URL": "redis://127.0.0.1:1/0"}, "unreachable"),
+    ],
+)
+def test_bad_settings_exit_non_zero_with_one_line(env: dict[str, str], message: str, tmp_path: Path) -> None:
+    result = run("serve", "--port", str(free_port()), env={"STUE_DATA_DIR": str(tmp_path), **env})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_consultation_new_prints_links_for_people(tmp_path: Path) -> None:
+    result = run("consultation", "new", env={"STUE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "citizen:" in result.stdout
+    assert "clinician:" in result.stdout

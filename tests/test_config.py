@@ -1,0 +1,45 @@
+"""Settings are validated at start-up with one clear line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import load_settings
+from server.exceptions import ConfigError
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings.redis_url is None
+    assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.data_dir == Path(".data")
+    assert settings.origins == {"http://127.0.0.1:8000"}
+    assert settings.link("abc") == "http://127.0.0.1:8000/call#t=abc"
+
+
+def test_allowed_origins_are_added_to_the_public_origin() -> None:
+    settings = load_settings(
+        {"STUE_PUBLIC_URL": "https://stue.example.dk/", "STUE_ALLOWED_ORIGINS": "https://a.example, https://B.example:8443"}
+    )
+    assert settings.origins == {"https://stue.example.dk", "https://a.example", "https://b.example:8443"}
+    assert settings.link("t") == "https://stue.example.dk/call#t=t"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"STUE_PUBLIC_URL": "ftp://x"}, "STUE_PUBLIC_URL"),
+        ({"STUE_PUBLIC_URL": "localhost:8000"}, "STUE_PUBLIC_URL"),
+        ({"STUE_PUBLIC_URL": "http://x:99999"}, "bad port"),
+        ({"STUE_REDIS_URL": "http://localhost:6379"}, "STUE_REDIS_URL"),
+        ({"STUE_MEMBERSHIP_TTL": "soon"}, "STUE_MEMBERSHIP_TTL"),
+        ({"STUE_FRAME_RATE": "-1"}, "greater than zero"),
+        ({"STUE_NODE_ID": "a b"}, "STUE_NODE_ID"),
+        ({"STUE_REDIS_ULR": "redis://x"}, "unknown setting STUE_REDIS_ULR"),
+    ],
+)
+def test_bad_settings_say_what_and_how(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(env)

@@ -1,0 +1,249 @@
+"""The signalling server end to end: real `stue serve` processes, real Redis, a real WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from conftest import StueServer, token_of
+from wsclient import Client
+
+pytestmark = pytest.mark.slow
+
+
+async def pair(server: StueServer) -> tuple[Client, Client]:
+    links = server.new_consultation()
+    citizen = await Client.open(server.ws_url, server.url)
+    await citizen.join(token_of(links["citizen_link"]))
+    clinician = await Client.open(server.ws_url, server.url)
+    await clinician.join(token_of(links["clinician_link"]))
+    return citizen, clinician
+
+
+async def test_join_relay_and_leave(stue: StueServer) -> None:
+    citizen, clinician = await pair(stue)
+    assert citizen.joined["peers"] == []
+    assert citizen.joined["role"] == "citizen"
+    assert clinician.joined["peers"] == [{"participant": citizen.id, "role": "citizen", "polite": False}]
+    assert clinician.joined["consultation"] == citizen.joined["consultation"]
+    assert await citizen.expect("peer-joined") == {
+        "type": "peer-joined", "participant": clinician.id, "role": "clinician", "polite": True,
+    }
+    await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0 offer"})
+    assert await citizen.expect("offer") == {"type": "offer", "from": clinician.id, "sdp": "v=0 offer"}
+    await citizen.send({"type": "answer", "to": clinician.id, "sdp": "v=0 answer"})
+    assert (await clinician.expect("answer"))["from"] == citizen.id
+    candidate = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host", "sdpMid": "0",
+                 "sdpMLineIndex": 0}
+    await citizen.send({"type": "candidate", "to": clinician.id, "candidate": candidate})
+    assert (await clinician.expect("candidate"))["candidate"] == {**candidate, "usernameFragment": None}
+    await citizen.send({"type": "ping"})
+    await citizen.expect("pong")
+    await clinician.send({"type": "leave"})
+    assert await citizen.expect("peer-left") == {"type": "peer-left", "participant": clinician.id, "reason": "left"}
+    assert await clinician.closed() == 1000
+    await citizen.close()
+
+
+async def test_a_dropped_socket_is_reported_and_the_peer_can_come_back(stue_embedded: StueServer) -> None:
+    links = stue_embedded.new_consultation()
+    citizen, clinician = await pair_from(stue_embedded, links)
+    await citizen.expect("peer-joined")
+    clinician.ws.transport.abort()  # a dropped network, not a goodbye
+    left = await citizen.expect("peer-left")
+    assert left["reason"] == "disconnected"
+    again = await Client.open(stue_embedded.ws_url, stue_embedded.url)
+    await again.join(token_of(links["clinician_link"]))
+    assert again.id != clinician.id  # ids are never reused
+    assert (await citizen.expect("peer-joined"))["participant"] == again.id
+
+
+async def pair_from(server: StueServer, links: dict[str, str]) -> tuple[Client, Client]:
+    citizen = await Client.open(server.ws_url, server.url)
+    await citizen.join(token_of(links["citizen_link"]))
+    clinician = await Client.open(server.ws_url, server.url)
+    await clinician.join(token_of(links["clinician_link"]))
+    return citizen, clinician
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[]", "not_an_object"),
+        ('{"type": "teleport"}', "unknown_type"),
+        ('{"type": "offer", "to": "p_x"}', "missing_field"),
+        ('{"type": "offer", "to": "p_x", "sdp": "v=0", "from": "p_spoof"}', "unknown_field"),
+        ('{"type": "offer", "to": 5, "sdp": "v=0"}', "bad_field"),
+        ('{"type": "ping", "type": "leave"}', "duplicate_key"),
+        ('{"type": "offer", "to": "p_nobody", "sdp": "v=0"}', "unknown_peer"),
+        (b"\x00binary", "binary_frame"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_everyone_carries_on(
+    stue_embedded: StueServer, frame: str | bytes, code: str
+) -> None:
+    citizen, clinician = await pair(stue_embedded)
+    await citizen.expect("peer-joined")
+    await clinician.send(frame)
+    error = await clinician.expect("error")
+    assert error["code"] == code
+    assert isinstance(error["message"], str)
+    # the offender's connection still works, and so does everyone else's
+    await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0"})
+    assert (await citizen.expect("offer"))["from"] == clinician.id
+
+
+async def test_spoofed_sender_is_refused_and_sender_is_always_the_connection(stue_embedded: StueServer) -> None:
+    citizen, clinician = await pair(stue_embedded)
+    await citizen.expect("peer-joined")
+    await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0", "from": citizen.id})
+    assert (await clinician.expect("error"))["code"] == "unknown_field"
+    await clinician.send({"type": "offer", "to": clinician.id, "sdp": "v=0"})
+    assert (await clinician.expect("error"))["code"] == "unknown_peer"
+
+
+async def test_messages_before_join_and_a_second_join(stue_embedded: StueServer) -> None:
+    links = stue_embedded.new_consultation()
+    client = await Client.open(stue_embedded.ws_url, stue_embedded.url)
+    await client.send({"type": "offer", "to": "p_x", "sdp": "v=0"})
+    assert (await client.expect("error"))["code"] == "not_joined"
+    await client.join(token_of(links["citizen_link"]))
+    await client.send({"type": "join", "token": token_of(links["citizen_link"])})
+    assert (await client.expect("error"))["code"] == "already_joined"
+
+
+async def test_unknown_token_is_refused_and_closed(stue: StueServer) -> None:
+    client = await Client.open(stue.ws_url, stue.url)
+    await client.send({"type": "join", "token": "Z" * 32})
+    assert (await client.expect("error"))["code"] == "bad_token"
+    assert await client.closed() == 4401
+
+
+async def test_oversized_frame_closes_only_the_offender(stue_embedded: StueServer) -> None:
+    citizen, clinician = await pair(stue_embedded)
+    await citizen.expect("peer-joined")
+    await clinician.send({"type": "offer", "to": citizen.id, "sdp": "x" * 70_000})
+    assert (await clinician.expect("error"))["code"] == "too_large"
+    assert await clinician.closed() == 1009
+    assert (await citizen.expect("peer-left"))["participant"] == clinician.id
+    await citizen.send({"type": "ping"})
+    await citizen.expect("pong")
+
+
+async def test_frames_over_the_transport_limit_are_cut_off_by_the_websocket_layer(stue_embedded: StueServer) -> None:
+    client = await Client.open(stue_embedded.ws_url, stue_embedded.url)
+    await client.send("x" * 200_000)
+    assert await client.closed() == 1009
+
+
+async def test_a_flood_closes_only_the_offender(stue_embedded: StueServer) -> None:
+    citizen, clinician = await pair(stue_embedded)
+    await citizen.expect("peer-joined")
+    for _ in range(400):
+        await clinician.send({"type": "ping"})
+    codes = []
+    while True:
+        frame = await clinician.recv()
+        if frame["type"] == "error":
+            codes.append(frame["code"])
+            break
+    assert codes == ["rate_limited"]
+    assert await clinician.closed() == 1008
+    assert (await citizen.expect("peer-left"))["participant"] == clinician.id
+    await citizen.send({"type": "ping"})
+    await citizen.expect("pong")
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", None])
+async def test_foreign_origins_are_refused_at_the_handshake(stue_embedded: StueServer, origin: str | None) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        await Client.open(stue_embedded.ws_url, origin)  # type: ignore[arg-type]
+    assert caught.value.response.status_code == 403
+
+
+async def test_the_same_link_joining_again_replaces_the_old_connection(stue_embedded: StueServer) -> None:
+    links = stue_embedded.new_consultation()
+    citizen, clinician = await pair_from(stue_embedded, links)
+    await citizen.expect("peer-joined")
+    second = await Client.open(stue_embedded.ws_url, stue_embedded.url)
+    await second.join(token_of(links["clinician_link"]))
+    assert [p["participant"] for p in second.joined["peers"]] == [citizen.id]
+    assert (await clinician.expect("error"))["code"] == "replaced"
+    assert await clinician.closed() == 4409
+    assert await citizen.expect("peer-left") == {"type": "peer-left", "participant": clinician.id, "reason": "replaced"}
+    assert (await citizen.expect("peer-joined"))["participant"] == second.id
+
+
+async def test_consultations_are_isolated(stue_embedded: StueServer) -> None:
+    a_citizen, a_clinician = await pair(stue_embedded)
+    b_citizen, b_clinician = await pair(stue_embedded)
+    await a_citizen.expect("peer-joined")
+    await b_citizen.expect("peer-joined")
+    await b_clinician.send({"type": "offer", "to": a_citizen.id, "sdp": "v=0"})
+    assert (await b_clinician.expect("error"))["code"] == "unknown_peer"
+    with pytest.raises(TimeoutError):
+        await a_citizen.recv(timeout=0.5)
+
+
+async def test_two_server_processes_route_through_redis(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
+) -> None:
+    first = stue_factory(redis_env)
+    second = stue_factory({**redis_env, "STUE_PUBLIC_URL": first.url, "STUE_ALLOWED_ORIGINS": first.url})
+    links = first.new_consultation()
+    citizen = await Client.open(first.ws_url, first.url)
+    await citizen.join(token_of(links["citizen_link"]))
+    clinician = await Client.open(second.ws_url, first.url)
+    await clinician.join(token_of(links["clinician_link"]))
+    assert [p["participant"] for p in clinician.joined["peers"]] == [citizen.id]
+    assert (await citizen.expect("peer-joined"))["participant"] == clinician.id
+    for i in range(50):
+        await clinician.send({"type": "offer", "to": citizen.id, "sdp": f"v=0 {i}"})
+    received = [(await citizen.expect("offer"))["sdp"] for _ in range(50)]
+    assert received == [f"v=0 {i}" for i in range(50)]  # in order across the Redis hop
+    await citizen.send({"type": "answer", "to": clinician.id, "sdp": "v=0 back"})
+    assert (await clinician.expect("answer"))["from"] == citizen.id
+    await clinician.close()
+    assert (await citizen.expect("peer-left"))["reason"] == "disconnected"
+
+
+async def test_a_crashed_server_s_participants_time_out(
+    stue_factory: Callable[..., StueServer], redis7: object, redis_env: dict[str, str]
+) -> None:
+    env = {**redis_env, "STUE_MEMBERSHIP_TTL": "2"}
+    first = stue_factory(env)
+    second = stue_factory({**env, "STUE_PUBLIC_URL": first.url, "STUE_ALLOWED_ORIGINS": first.url})
+    links = first.new_consultation()
+    citizen = await Client.open(first.ws_url, first.url)
+    await citizen.join(token_of(links["citizen_link"]))
+    clinician = await Client.open(second.ws_url, first.url)
+    await clinician.join(token_of(links["clinician_link"]))
+    await citizen.expect("peer-joined")
+    second.process.kill()  # no goodbye: only the membership expiry can tell
+    left = await citizen.expect("peer-left", timeout=10)
+    assert left == {"type": "peer-left", "participant": clinician.id, "reason": "timeout"}
+
+
+def test_health_and_security_headers(stue: StueServer) -> None:
+    with urllib.request.urlopen(f"{stue.url}/healthz") as response:  # noqa: S310 - loopback
+        assert json.loads(response.read())["redis"] == "ok"
+    with urllib.request.urlopen(f"{stue.url}/call") as response:  # noqa: S310 - loopback
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert response.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_many_clients_in_parallel(stue_embedded: StueServer) -> None:
+    pairs = await asyncio.gather(*(pair(stue_embedded) for _ in range(20)))
+    for citizen, clinician in pairs:
+        await citizen.expect("peer-joined")
+        await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0"})
+    for citizen, clinician in pairs:
+        assert (await citizen.expect("offer"))["from"] == clinician.id

@@ -1,0 +1,103 @@
+"""Consultations and membership against a real Redis: the embedded one and Debian's Redis 7."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from server.config import load_settings
+from server.consultation import token_digest
+from server.store.connection import RedisHandle, open_redis
+from server.store.consultations import ConsultationStore, Member
+
+NOW = int(time.time() * 1000)
+
+
+@pytest.fixture
+async def handle(redis_env: dict[str, str]) -> AsyncIterator[RedisHandle]:
+    handle = await open_redis(load_settings(redis_env))
+    await handle.client.flushdb()
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture
+def store(handle: RedisHandle) -> ConsultationStore:
+    return ConsultationStore(handle.client, membership_ttl_s=45)
+
+
+def member(pid: str, role: str = "citizen", node: str = "n1") -> Member:
+    return Member(pid, role, node, role)  # type: ignore[arg-type]
+
+
+async def test_created_tokens_resolve_and_only_their_digest_is_stored(
+    store: ConsultationStore, handle: RedisHandle
+) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    assert await store.resolve(made.tokens["citizen"]) == (made.consultation, "citizen")
+    assert await store.resolve(made.tokens["clinician"]) == (made.consultation, "clinician")
+    assert await store.resolve("x" * 32) is None
+    keys = {key.decode() async for key in handle.client.scan_iter("*")}
+    values = b" ".join([await handle.client.dump(k) or b"" for k in keys])
+    for token in made.tokens.values():
+        assert f"stue:token:{token_digest(token)}" in keys
+        assert token.encode() not in values
+        assert all(token not in key for key in keys)
+
+
+async def test_join_lists_the_others_and_leave_returns_who_remains(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    first = await store.join(made.consultation, member("p_a"), now_ms=NOW)
+    assert first.others == [] and first.removed == []
+    second = await store.join(made.consultation, member("p_b", "clinician", "n2"), now_ms=NOW)
+    assert second.others == [member("p_a")]
+    assert await store.leave(made.consultation, "p_a") == [member("p_b", "clinician", "n2")]
+    assert await store.leave(made.consultation, "p_a") is None  # already gone: nobody is told twice
+
+
+async def test_joining_with_the_same_link_replaces_the_old_connection(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    await store.join(made.consultation, member("p_old"), now_ms=NOW)
+    await store.join(made.consultation, member("p_doc", "clinician"), now_ms=NOW)
+    result = await store.join(made.consultation, member("p_new"), now_ms=NOW + 10)
+    assert [(r.member.participant, r.reason) for r in result.removed] == [("p_old", "replaced")]
+    assert [m.participant for m in result.others] == ["p_doc"]
+
+
+async def test_expired_memberships_are_swept_and_reported_once(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    await store.join(made.consultation, member("p_a"), now_ms=NOW)
+    await store.join(made.consultation, member("p_b", "clinician"), now_ms=NOW + 30_000)
+    assert await store.sweep(now_ms=NOW + 44_000) == []
+    swept = await store.sweep(now_ms=NOW + 46_000)
+    assert [(s.participant, [m.participant for m in s.remaining]) for s in swept] == [("p_a", ["p_b"])]
+    assert await store.sweep(now_ms=NOW + 46_000) == []
+    # a membership refreshed in time survives; one already swept is reported lost
+    lost = await store.refresh([(made.consultation, "p_b"), (made.consultation, "p_a")], now_ms=NOW + 60_000)
+    assert lost == [(made.consultation, "p_a")]
+    assert await store.sweep(now_ms=NOW + 80_000) == []
+
+
+async def test_a_late_joiner_drops_members_whose_server_stopped_refreshing(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    await store.join(made.consultation, member("p_crashed"), now_ms=NOW)
+    result = await store.join(made.consultation, member("p_doc", "clinician"), now_ms=NOW + 50_000)
+    assert result.others == []
+    assert [(r.member.participant, r.reason) for r in result.removed] == [("p_crashed", "timeout")]
+
+
+async def test_embedded_redis_keeps_consultations_across_restarts(tmp_path: Path) -> None:
+    settings = load_settings({"STUE_DATA_DIR": str(tmp_path)})
+    handle = await open_redis(settings)
+    made = await ConsultationStore(handle.client, membership_ttl_s=45).create(now_ms=NOW, ttl_s=10**9 // 1000)
+    await handle.close()
+    assert (tmp_path / "appendonly.aof").exists() or (tmp_path / "appendonlydir").exists()
+    handle = await open_redis(settings)
+    try:
+        store = ConsultationStore(handle.client, membership_ttl_s=45)
+        assert await store.resolve(made.tokens["citizen"]) == (made.consultation, "citizen")
+    finally:
+        await handle.close()

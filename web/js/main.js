@@ -1,0 +1,319 @@
+/** The call page: wires media, signalling, peers and the views together. */
+
+import * as i18n from './i18n.js';
+import { LocalMedia, MediaError, isSupported } from './media.js';
+import { Peer } from './peer.js';
+import { socketUrl, tokenFromFragment } from './protocol.js';
+import { Signalling } from './signalling.js';
+import * as callView from './ui/call.js';
+import { onLanguageToggle, renderLanguageToggle } from './ui/language.js';
+import { onErrorAction, onRejoin, renderError } from './ui/message.js';
+import * as preview from './ui/preview.js';
+import { setStatus, statusKey } from './ui/status.js';
+import { showState } from './ui/views.js';
+
+/** @typedef {import('./protocol.js').Role} Role */
+
+const CONNECTED_NOTICE_MS = 5000;
+
+/** Everything the page holds for one visit. */
+const session = {
+  /** @type {string | null} */
+  token: null,
+  /** @type {LocalMedia | null} */
+  media: null,
+  /** @type {Signalling | null} */
+  signalling: null,
+  /** @type {Map<string, Peer>} */
+  peers: new Map(),
+  /** @type {RTCIceServer[]} */
+  iceServers: [],
+  /** @type {Role} */
+  role: 'citizen',
+  joined: false,
+  /** What the error view's button does; null when it has none. @type {(() => void) | null} */
+  errorAction: null,
+  /** @type {WakeLockSentinel | null} */
+  wakeLock: null,
+};
+
+// ---- errors -------------------------------------------------------------------------------------
+
+/**
+ * @param {string} code  catalogue prefix `error.<code>` and the `data-error` test hook
+ * @param {{label: string, run: () => void} | null} [action]
+ */
+function showError(code, action = null) {
+  session.errorAction = action?.run ?? null;
+  renderError(code, action?.label ?? null);
+  showState('error', code);
+}
+
+/** @param {unknown} err */
+function showMediaError(err) {
+  const code = err instanceof MediaError ? err.code : 'media_failed';
+  showError(code, { label: 'error.retry', run: () => void startPreview() });
+}
+
+// ---- preview ------------------------------------------------------------------------------------
+
+async function startPreview() {
+  showState('loading');
+  try {
+    session.media ??= await LocalMedia.acquire();
+  } catch (err) {
+    console.warn('media: getUserMedia failed', err);
+    showMediaError(err);
+    return;
+  }
+  preview.showPreview(session.media.stream);
+  session.media.startLevelMeter(preview.setMicLevel);
+  showState('preview');
+}
+
+/** The Join tap: everything that needs a user gesture happens synchronously in here. */
+function join() {
+  const media = session.media;
+  if (!media) return;
+  media.resumeAudio();
+  media.stopLevelMeter();
+  preview.clearPreview();
+  enterCall(media);
+}
+
+/** @param {LocalMedia} media */
+function enterCall(media) {
+  callView.setSelfStream(media.stream);
+  callView.renderMic(media.micEnabled);
+  callView.renderCamera(media.cameraEnabled);
+  showState('joining');
+  setStatus('status.joining');
+  void keepScreenAwake();
+  openSignalling();
+}
+
+/** "Deltag igen" after hang-up, or "Fortsæt her" after the link was opened elsewhere. */
+async function rejoin() {
+  if (!session.media) {
+    showState('loading');
+    try {
+      session.media = await LocalMedia.acquire();
+    } catch (err) {
+      showMediaError(err);
+      return;
+    }
+  }
+  session.media.resumeAudio();
+  enterCall(session.media);
+}
+
+// ---- signalling ---------------------------------------------------------------------------------
+
+function openSignalling() {
+  if (!session.token) return;
+  const signalling = new Signalling({ url: socketUrl(location), token: session.token });
+  session.signalling = signalling;
+  session.joined = false;
+
+  signalling.on('joined', (msg) => {
+    // A (re-)join gives us a new id, so every existing peer connection is stale.
+    closeAllPeers();
+    session.joined = true;
+    session.role = msg.role;
+    session.iceServers = msg.ice_servers;
+    for (const entry of msg.peers) addPeer(entry.participant, entry.role, entry.polite);
+    setStatus(msg.peers.length > 0 ? 'status.connecting_peer' : 'status.waiting');
+    renderCallState();
+  });
+  signalling.on('peer-joined', (msg) => {
+    addPeer(msg.participant, msg.role, msg.polite);
+    setStatus('status.connecting_peer');
+    renderCallState();
+  });
+  signalling.on('peer-left', (msg) => {
+    removePeer(msg.participant);
+    if (session.peers.size === 0) setStatus('status.peer_left');
+    renderCallState();
+  });
+  signalling.on('offer', (msg) => {
+    // An offer from someone we have not heard join (a lost peer-joined): they are the newcomer.
+    const peer = session.peers.get(msg.from) ?? addPeer(msg.from, otherRole(session.role), true);
+    peer.handleOffer(msg.sdp);
+    renderCallState();
+  });
+  signalling.on('answer', (msg) => session.peers.get(msg.from)?.handleAnswer(msg.sdp));
+  signalling.on('candidate', (msg) => session.peers.get(msg.from)?.handleCandidate(msg.candidate));
+  signalling.on('server-error', (msg) => console.warn(`signalling: server error ${msg.code} (${msg.ref ?? '-'})`));
+  signalling.on('disconnected', ({ everJoined, delayMs }) => {
+    console.info(`signalling: lost, retrying in ${delayMs} ms`);
+    session.joined = false;
+    if (everJoined) setStatus('status.reconnecting');
+    else showError('unreachable');
+  });
+  signalling.on('fatal', ({ code }) => {
+    endSession();
+    if (code === 'bad_token') showError('bad_link');
+    else showError('replaced', { label: 'error.continue_here', run: () => void rejoin() });
+  });
+  signalling.connect();
+}
+
+/** @param {Role} role @returns {Role} */
+function otherRole(role) {
+  return role === 'citizen' ? 'clinician' : 'citizen';
+}
+
+/** Waiting (nobody else here) or in-call; only once joined. */
+function renderCallState() {
+  if (!session.joined) return;
+  showState(session.peers.size > 0 ? 'in-call' : 'waiting');
+}
+
+// ---- peers --------------------------------------------------------------------------------------
+
+/**
+ * @param {string} id
+ * @param {Role} role
+ * @param {boolean} polite
+ */
+function addPeer(id, role, polite) {
+  const existing = session.peers.get(id);
+  if (existing) return existing;
+  const media = /** @type {LocalMedia} */ (session.media);
+  const signalling = /** @type {Signalling} */ (session.signalling);
+  const peer = new Peer({
+    id,
+    role,
+    polite,
+    iceServers: session.iceServers,
+    localStream: media.stream,
+    send: (message) => signalling.send(message),
+  });
+  session.peers.set(id, peer);
+  callView.addRemote(id, role);
+  peer.on('stream', ({ stream }) => callView.setRemoteStream(id, stream));
+  peer.on('state', ({ state }) => {
+    callView.setRemoteConnected(id, state === 'connected');
+    if (state === 'connected') setStatus('status.connected', { clearAfterMs: CONNECTED_NOTICE_MS });
+    else if (state === 'disconnected' || state === 'failed') setStatus('status.peer_unstable');
+  });
+  return peer;
+}
+
+/** @param {string} id */
+function removePeer(id) {
+  session.peers.get(id)?.close();
+  session.peers.delete(id);
+  callView.removeRemote(id);
+}
+
+function closeAllPeers() {
+  for (const id of [...session.peers.keys()]) removePeer(id);
+}
+
+// ---- controls -----------------------------------------------------------------------------------
+
+function toggleMic() {
+  const media = session.media;
+  if (!media) return;
+  media.setMicEnabled(!media.micEnabled);
+  callView.renderMic(media.micEnabled);
+}
+
+function toggleCamera() {
+  const media = session.media;
+  if (!media) return;
+  media.setCameraEnabled(!media.cameraEnabled);
+  callView.renderCamera(media.cameraEnabled);
+}
+
+/** Leave, release the camera and microphone, and forget the call. */
+function endSession() {
+  session.signalling?.leave();
+  session.signalling?.removeAllListeners();
+  session.signalling = null;
+  session.joined = false;
+  closeAllPeers();
+  callView.setSelfStream(null);
+  session.media?.stop();
+  session.media = null;
+  setStatus(null);
+  void session.wakeLock?.release().catch(() => {});
+  session.wakeLock = null;
+}
+
+function hangUp() {
+  endSession();
+  showState('ended');
+}
+
+/** Tablets must not dim and lock in the middle of a conversation. */
+async function keepScreenAwake() {
+  if (!('wakeLock' in navigator) || session.wakeLock) return;
+  try {
+    session.wakeLock = await navigator.wakeLock.request('screen');
+    session.wakeLock.addEventListener('release', () => {
+      session.wakeLock = null;
+    });
+  } catch {
+    // Not granted (battery saver, unsupported): the call works anyway.
+  }
+}
+
+// ---- language -----------------------------------------------------------------------------------
+
+async function toggleLanguage() {
+  try {
+    await i18n.setLanguage(i18n.otherLanguage());
+    renderLanguageToggle(i18n.otherLanguage());
+  } catch (err) {
+    console.warn('i18n: could not switch language', err);
+  }
+}
+
+// ---- start --------------------------------------------------------------------------------------
+
+async function boot() {
+  for (;;) {
+    try {
+      await i18n.init();
+      break;
+    } catch (err) {
+      console.warn('i18n: catalogue not loaded, retrying', err);
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+    }
+  }
+  renderLanguageToggle(i18n.otherLanguage());
+  onLanguageToggle(() => void toggleLanguage());
+  preview.onJoin(join);
+  callView.onControls({ mute: toggleMic, camera: toggleCamera, hangup: hangUp });
+  callView.onPlaybackBlocked(() => setStatus('status.tap_to_hear'));
+  document.addEventListener('pointerdown', () => {
+    if (statusKey() === 'status.tap_to_hear') setStatus(null);
+  });
+  onErrorAction(() => session.errorAction?.());
+  onRejoin(() => void rejoin());
+  addEventListener('online', () => session.signalling?.retryNow());
+  // Tell the others at once instead of after the server notices the socket is gone.
+  addEventListener('pagehide', () => session.signalling?.leave());
+  // A page restored from the back/forward cache has left already; start afresh.
+  addEventListener('pageshow', (event) => {
+    if (event.persisted) location.reload();
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && session.signalling) void keepScreenAwake();
+  });
+
+  if (!isSupported()) {
+    showState('unsupported');
+    return;
+  }
+  session.token = tokenFromFragment(location.hash);
+  if (!session.token) {
+    showError('bad_link');
+    return;
+  }
+  await startPreview();
+}
+
+void boot();
