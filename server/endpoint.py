@@ -158,9 +158,7 @@ class Connection:
                 self.node.kick(gone.member, error_frame(Replaced("this link joined from another connection")))
             self.node.announce_left(gone.member.participant, gone.reason, result.others)
         self.node.announce_joined(member, result.others)
-        self.session.joined(
-            member.participant, consultation, role, {m.participant: m.node for m in result.others}
-        )
+        self.session.joined(member.participant, consultation, role, {m.participant: m.node for m in result.others})
         joined = Joined(
             participant=member.participant,
             role=role,

@@ -724,15 +724,12 @@ class Probe:
             report.participant = self._joined.participant
             report.consultation = self._joined.consultation
             report.role = self._joined.role
-        connected = sorted(
-            (p for p in peers if p.connected_at is not None), key=lambda p: p.connected_at or 0
-        )
+        connected = [(p.connected_at, p.created_at) for p in peers if p.connected_at is not None]
         report.connected = bool(connected)
         if connected and self._join_sent_at is not None:
-            first = connected[0]
-            assert first.connected_at is not None
-            report.connect_ms = round((first.connected_at - self._join_sent_at) * 1000, 1)
-            report.negotiate_ms = round((first.connected_at - first.created_at) * 1000, 1)
+            connected_at, created_at = min(connected)
+            report.connect_ms = round((connected_at - self._join_sent_at) * 1000, 1)
+            report.negotiate_ms = round((connected_at - created_at) * 1000, 1)
         report.frames_received = sum(p.video_frames for p in peers)
         report.audio_frames_received = sum(p.audio_frames for p in peers)
         report.audio_packets_received = sum(p.audio_packets for p in peers)

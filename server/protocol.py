@@ -39,16 +39,16 @@ class _ClientMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ta
     """Base of every client → server message."""
 
 
-class Join(_ClientMessage, tag="join"):
+class Join(_ClientMessage, tag="join", frozen=True):
     token: Token
 
 
-class Offer(_ClientMessage, tag="offer"):
+class Offer(_ClientMessage, tag="offer", frozen=True):
     to: ParticipantId
     sdp: Sdp
 
 
-class Answer(_ClientMessage, tag="answer"):
+class Answer(_ClientMessage, tag="answer", frozen=True):
     to: ParticipantId
     sdp: Sdp
 
@@ -57,21 +57,21 @@ class IceCandidate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The fields of the browser's `RTCIceCandidateInit`."""
 
     candidate: Annotated[str, msgspec.Meta(max_length=1024)]
-    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # noqa: N815 - the W3C name
-    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=1023)] | None = None  # noqa: N815
-    usernameFragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None  # noqa: N815
+    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=1023)] | None = None
+    usernameFragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
-class Candidate(_ClientMessage, tag="candidate"):
+class Candidate(_ClientMessage, tag="candidate", frozen=True):
     to: ParticipantId
     candidate: IceCandidate | None
 
 
-class Leave(_ClientMessage, tag="leave"):
+class Leave(_ClientMessage, tag="leave", frozen=True):
     pass
 
 
-class Ping(_ClientMessage, tag="ping"):
+class Ping(_ClientMessage, tag="ping", frozen=True):
     pass
 
 
@@ -138,7 +138,7 @@ class PeerEntry(msgspec.Struct, frozen=True):
     polite: bool
 
 
-class Joined(_ServerMessage, tag="joined"):
+class Joined(_ServerMessage, tag="joined", frozen=True):
     participant: str
     role: Role
     consultation: str
@@ -146,37 +146,37 @@ class Joined(_ServerMessage, tag="joined"):
     ice_servers: list[dict[str, str | list[str]]]
 
 
-class PeerJoined(_ServerMessage, tag="peer-joined"):
+class PeerJoined(_ServerMessage, tag="peer-joined", frozen=True):
     participant: str
     role: Role
     polite: bool = True
 
 
-class PeerLeft(_ServerMessage, tag="peer-left"):
+class PeerLeft(_ServerMessage, tag="peer-left", frozen=True):
     participant: str
     reason: PeerLeftReason
 
 
-class RelayedOffer(_ServerMessage, tag="offer"):
+class RelayedOffer(_ServerMessage, tag="offer", frozen=True):
     from_: str = msgspec.field(name="from")
     sdp: str
 
 
-class RelayedAnswer(_ServerMessage, tag="answer"):
+class RelayedAnswer(_ServerMessage, tag="answer", frozen=True):
     from_: str = msgspec.field(name="from")
     sdp: str
 
 
-class RelayedCandidate(_ServerMessage, tag="candidate"):
+class RelayedCandidate(_ServerMessage, tag="candidate", frozen=True):
     from_: str = msgspec.field(name="from")
     candidate: IceCandidate | None
 
 
-class Pong(_ServerMessage, tag="pong"):
+class Pong(_ServerMessage, tag="pong", frozen=True):
     pass
 
 
-class Error(_ServerMessage, tag="error"):
+class Error(_ServerMessage, tag="error", frozen=True):
     code: str
     message: str
     ref: str | None = None
@@ -206,4 +206,5 @@ def relay_frame(sender: str, message: Relayed) -> bytes:
 
 def decode_server_frame(data: bytes | str) -> ServerMessage:
     """Parse a server frame (for clients written in Python: tests, benchmarks)."""
-    return msgspec.json.decode(data, type=ServerMessage)
+    message: ServerMessage = msgspec.json.decode(data, type=ServerMessage)
+    return message

@@ -21,7 +21,10 @@ def test_defaults() -> None:
 
 def test_allowed_origins_are_added_to_the_public_origin() -> None:
     settings = load_settings(
-        {"STUE_PUBLIC_URL": "https://stue.example.dk/", "STUE_ALLOWED_ORIGINS": "https://a.example, https://B.example:8443"}
+        {
+            "STUE_PUBLIC_URL": "https://stue.example.dk/",
+            "STUE_ALLOWED_ORIGINS": "https://a.example, https://B.example:8443",
+        }
     )
     assert settings.origins == {"https://stue.example.dk", "https://a.example", "https://b.example:8443"}
     assert settings.link("t") == "https://stue.example.dk/call#t=t"

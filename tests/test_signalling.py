@@ -8,9 +8,8 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from websockets.exceptions import InvalidStatus
-
 from conftest import StueServer, token_of
+from websockets.exceptions import InvalidStatus
 from wsclient import Client
 
 pytestmark = pytest.mark.slow
@@ -32,14 +31,20 @@ async def test_join_relay_and_leave(stue: StueServer) -> None:
     assert clinician.joined["peers"] == [{"participant": citizen.id, "role": "citizen", "polite": False}]
     assert clinician.joined["consultation"] == citizen.joined["consultation"]
     assert await citizen.expect("peer-joined") == {
-        "type": "peer-joined", "participant": clinician.id, "role": "clinician", "polite": True,
+        "type": "peer-joined",
+        "participant": clinician.id,
+        "role": "clinician",
+        "polite": True,
     }
     await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0 offer"})
     assert await citizen.expect("offer") == {"type": "offer", "from": clinician.id, "sdp": "v=0 offer"}
     await citizen.send({"type": "answer", "to": clinician.id, "sdp": "v=0 answer"})
     assert (await clinician.expect("answer"))["from"] == citizen.id
-    candidate = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host", "sdpMid": "0",
-                 "sdpMLineIndex": 0}
+    candidate = {
+        "candidate": "candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host",
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+    }
     await citizen.send({"type": "candidate", "to": clinician.id, "candidate": candidate})
     assert (await clinician.expect("candidate"))["candidate"] == {**candidate, "usernameFragment": None}
     await citizen.send({"type": "ping"})
@@ -181,7 +186,7 @@ async def test_the_same_link_joining_again_replaces_the_old_connection(stue_embe
 
 
 async def test_consultations_are_isolated(stue_embedded: StueServer) -> None:
-    a_citizen, a_clinician = await pair(stue_embedded)
+    a_citizen, _ = await pair(stue_embedded)
     b_citizen, b_clinician = await pair(stue_embedded)
     await a_citizen.expect("peer-joined")
     await b_citizen.expect("peer-joined")

@@ -6,9 +6,8 @@ import asyncio
 import json
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-
 from conftest import TIME_SCALE
+from websockets.asyncio.client import ClientConnection, connect
 
 
 class Client:
@@ -49,7 +48,7 @@ class Client:
         try:
             while True:
                 await asyncio.wait_for(self.ws.recv(), timeout * TIME_SCALE)
-        except Exception:  # noqa: BLE001 - any end of the connection
+        except Exception:
             pass
         return self.ws.close_code
 

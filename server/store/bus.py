@@ -51,7 +51,7 @@ class Bus:
                 await task
         if self._pubsub is not None:
             with contextlib.suppress(redis.RedisError, OSError):
-                await self._pubsub.aclose()
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def send(self, node: str, payload: bytes) -> None:
         """Queue `payload` for `node`; never blocks the caller."""
@@ -63,7 +63,7 @@ class Bus:
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been handed to Redis."""
-        while self._outbox or self._busy:
+        while self._outbox or self._busy:  # noqa: ASYNC110 - only at shutdown
             await asyncio.sleep(0.001)
 
     async def _publish_loop(self) -> None:

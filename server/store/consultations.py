@@ -100,7 +100,8 @@ class ConsultationStore:
         value = await self.redis.get(f"stue:token:{token_digest(token)}")
         if value is None:
             return None
-        cid, role = value.decode().split(" ", 1)
+        text = value.decode() if isinstance(value, bytes) else value
+        cid, role = text.split(" ", 1)
         return cid, cast(Role, role)
 
     async def join(self, consultation: str, member: Member, *, now_ms: int) -> JoinResult:
@@ -125,7 +126,9 @@ class ConsultationStore:
 
     async def leave(self, consultation: str, participant: str) -> list[Member] | None:
         """Remove a member; the remaining members, or None when it had been removed already."""
-        result = await self._leave(keys=[f"{PREFIX}{consultation}:members", DEADLINES], args=[consultation, participant])
+        result = await self._leave(
+            keys=[f"{PREFIX}{consultation}:members", DEADLINES], args=[consultation, participant]
+        )
         if not result:
             return None
         return _members(result[1:])
@@ -144,6 +147,5 @@ class ConsultationStore:
     async def sweep(self, *, now_ms: int, limit: int = 500) -> list[Swept]:
         result = await self._sweep(keys=[DEADLINES], args=[now_ms, limit, PREFIX])
         return [
-            Swept(result[i].decode(), result[i + 1].decode(), _members(result[i + 2]))
-            for i in range(0, len(result), 3)
+            Swept(result[i].decode(), result[i + 1].decode(), _members(result[i + 2])) for i in range(0, len(result), 3)
         ]
