@@ -72,9 +72,7 @@ _EXIT_FOR_ERROR = {
 }
 
 # Server error codes after which the server closes the connection (protocol.md, "Errors").
-FATAL_SERVER_ERRORS = frozenset(
-    {"bad_token", "too_large", "rate_limited", "replaced", "slow_consumer", "internal"}
-)
+FATAL_SERVER_ERRORS = frozenset({"bad_token", "too_large", "rate_limited", "replaced", "slow_consumer", "internal"})
 
 
 def exit_code_for(error: str | None) -> ExitCode:
@@ -234,9 +232,7 @@ class ServerError(_ServerFrame, frozen=True, tag="error"):
     ref: str | None = None
 
 
-ServerMessage = (
-    Joined | PeerJoined | PeerLeft | RelayedOffer | RelayedAnswer | RelayedCandidate | Pong | ServerError
-)
+ServerMessage = Joined | PeerJoined | PeerLeft | RelayedOffer | RelayedAnswer | RelayedCandidate | Pong | ServerError
 Relayed = RelayedOffer | RelayedAnswer | RelayedCandidate
 
 
@@ -337,7 +333,7 @@ class ProbeReport:
     """What one probe run reached; `to_dict()` is the `--json` output."""
 
     ok: bool = False
-    exit_code: int = ExitCode.NO_MEDIA
+    exit_code: int = int(ExitCode.NO_MEDIA)
     error: str | None = None
     reason: str = ""
     stage: str = Stage.STARTING.label
@@ -411,8 +407,7 @@ class ToneTrack(MediaStreamTrack):
         # every 20 ms window and the loop has no click. Cheap to build: it runs while a peer is waiting.
         self._period = AUDIO_RATE // math.gcd(AUDIO_RATE, TONE_HZ)
         samples = (
-            round(0.3 * 32767 * math.sin(2 * math.pi * TONE_HZ * n / AUDIO_RATE))
-            for n in range(2 * self._period)
+            round(0.3 * 32767 * math.sin(2 * math.pi * TONE_HZ * n / AUDIO_RATE)) for n in range(2 * self._period)
         )
         self._tone = array.array("h", samples).tobytes()
         self._pts = 0
@@ -450,9 +445,7 @@ class PatternTrack(VideoStreamTrack):
         luma, *chroma = frame.planes
         shift = self._count * 4
         pad = bytes(luma.line_size - VIDEO_WIDTH)
-        luma.update(
-            b"".join(self._ramp[(y + shift) % 256 :][:VIDEO_WIDTH] + pad for y in range(VIDEO_HEIGHT))
-        )
+        luma.update(b"".join(self._ramp[(y + shift) % 256 :][:VIDEO_WIDTH] + pad for y in range(VIDEO_HEIGHT)))
         for plane in chroma:
             plane.update(bytes([128]) * plane.buffer_size)
         self._count += 1
@@ -469,9 +462,7 @@ Send = Callable[[ClientMessage], Awaitable[None]]
 class ProbePeer:
     """One RTCPeerConnection towards one remote participant: its signalling inbox, media and counters."""
 
-    def __init__(
-        self, participant: str, *, polite: bool, configuration: RTCConfiguration, send: Send
-    ) -> None:
+    def __init__(self, participant: str, *, polite: bool, configuration: RTCConfiguration, send: Send) -> None:
         self.participant = participant
         self.polite = polite
         self.pc = RTCPeerConnection(configuration)
@@ -538,9 +529,7 @@ class ProbePeer:
                 except ConnectionClosed:
                     raise
                 except Exception as exc:  # aiortc raises assorted errors on SDP it cannot apply
-                    logger.warning(
-                        "peer %s: could not apply %s: %s", self.participant, type(message).__name__, exc
-                    )
+                    logger.warning("peer %s: could not apply %s: %s", self.participant, type(message).__name__, exc)
         except ConnectionClosed:
             return
 
@@ -702,22 +691,25 @@ class Probe:
             await asyncio.sleep(max(0.0, min(self._linger, deadline - loop.time())))
         except ProbeError as exc:
             report.fail(exc.code, exc.reason)
+        except ConnectionClosed as exc:  # the socket went away while we were sending join
+            error = self._closed_error(exc)
+            report.fail(error.code, error.reason)
         except TimeoutError:
             report.fail("timeout", "")
         finally:
             await self._shutdown()
-        self._fill(report, timeout)
+        self._fill(report)
         report.duration_ms = round((loop.time() - started) * 1000, 1)
         if report.error is None and report.connect_ms is not None:
             report.ok = True
-            report.exit_code = ExitCode.OK
+            report.exit_code = int(ExitCode.OK)
             report.reason = f"media flowed both ways; connected in {report.connect_ms:.0f} ms"
         elif report.error == "timeout":
             report.reason = timeout_reason(self._stage, timeout, report)
         logger.info("probe finished stage=%s error=%s", report.stage, report.error)
         return report
 
-    def _fill(self, report: ProbeReport, timeout: float) -> None:
+    def _fill(self, report: ProbeReport) -> None:
         peers = self._all_peers
         report.stage = self._stage.label
         if self._joined is not None:
@@ -785,9 +777,7 @@ class Probe:
         except InvalidURI:
             raise BadLink("WebSocket URL is not valid") from None
         except TimeoutError:
-            raise Unreachable(
-                "unreachable", f"cannot reach {url}: no handshake within {budget:.1f} s"
-            ) from None
+            raise Unreachable("unreachable", f"cannot reach {url}: no handshake within {budget:.1f} s") from None
         except (OSError, InvalidHandshake) as exc:
             raise Unreachable("unreachable", f"cannot reach {url}: {exc}") from None
 
@@ -812,7 +802,9 @@ class Probe:
             self._dispatch(message)
 
     def _closed_error(self, exc: ConnectionClosed) -> ProbeError:
-        code = exc.rcvd.code if exc.rcvd is not None else None
+        if exc.rcvd is None:
+            return SessionEnded("closed", "the connection to the server was lost")
+        code = exc.rcvd.code
         if code == 4401:
             return SessionEnded("bad_token", "link is unknown or expired")
         if code == 4409:
@@ -906,7 +898,11 @@ class Probe:
                 if not peer.media_received:
                     continue
                 self._reach(Stage.RECEIVING)
-                await peer.refresh_stats()
+                try:
+                    await peer.refresh_stats()
+                except Exception as exc:  # the peer may be closing under us (peer-left); look again later
+                    logger.debug("peer %s: stats failed: %s", peer.participant, exc)
+                    continue
                 if peer.media_confirmed:
                     self._reach(Stage.CONFIRMED)
                     self._succeed()

@@ -1,45 +1,18 @@
-"""Fixtures that start real parts on free loopback ports: Redis 7, Stue server processes, consultations."""
+"""Fixtures that start real parts on free loopback ports: Redis 7 and Stue server processes."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-#: Every wait in the tests is multiplied by this; raise it on a slow machine instead of editing timeouts.
-TIME_SCALE = float(os.environ.get("STUE_TEST_TIME_SCALE", "1"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout * TIME_SCALE
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-# --- Redis ---------------------------------------------------------------------------------------------------
+from support import StueServer, free_port, start_server, wait_until
 
 
 @dataclass
@@ -57,26 +30,11 @@ def redis7() -> Iterator[RedisServer]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="stue-redis-")
     process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            workdir,
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "yes",
-        ],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "yes",
+         "--save", "", "--daemonize", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
 
     def answers() -> bool:
         try:
@@ -102,82 +60,6 @@ def redis_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     return {"STUE_REDIS_URL": server.url, "STUE_DATA_DIR": str(tmp_path / "unused")}
 
 
-# --- Stue server processes -----------------------------------------------------------------------------------
-
-
-@dataclass
-class StueServer:
-    url: str
-    port: int
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http", "ws", 1) + "/ws"
-
-    def new_consultation(self) -> dict[str, str]:
-        return new_consultation(self.env)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def stue_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
-
-
-def new_consultation(env: dict[str, str]) -> dict[str, str]:
-    out = subprocess.run(
-        stue_command("consultation", "new", "--json"),
-        env={**os.environ, **env},
-        capture_output=True,
-        check=True,
-        timeout=30 * TIME_SCALE,
-        cwd=ROOT,
-    )
-    links: dict[str, str] = json.loads(out.stdout)
-    return links
-
-
-def start_server(env: dict[str, str], log_dir: Path, port: int | None = None) -> StueServer:
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    full_env = {"STUE_PUBLIC_URL": url, **env}
-    log = log_dir / f"stue-{port}.log"
-    process = subprocess.Popen(
-        stue_command("serve", "--port", str(port)),
-        env={**os.environ, **full_env},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    server = StueServer(url, port, full_env, process, log)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"stue serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=0.5) as response:  # noqa: S310 - loopback
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    try:
-        wait_until(healthy, 30, "stue serve")
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 @pytest.fixture
 def stue_factory(tmp_path: Path) -> Iterator[Callable[..., StueServer]]:
     """Start Stue server processes; all are stopped at the end of the test."""
@@ -195,7 +77,7 @@ def stue_factory(tmp_path: Path) -> Iterator[Callable[..., StueServer]]:
 
 @pytest.fixture
 def stue(stue_factory: Callable[..., StueServer], redis_env: dict[str, str]) -> StueServer:
-    """One Stue server on the embedded Redis and on Redis 7 (the test runs once for each)."""
+    """One Stue server, run once on the embedded Redis and once on Redis 7."""
     return stue_factory(redis_env)
 
 
@@ -203,7 +85,3 @@ def stue(stue_factory: Callable[..., StueServer], redis_env: dict[str, str]) -> 
 def stue_embedded(stue_factory: Callable[..., StueServer], tmp_path: Path) -> StueServer:
     """One Stue server on the embedded Redis only."""
     return stue_factory({"STUE_DATA_DIR": str(tmp_path / "data")})
-
-
-def token_of(link: str) -> str:
-    return link.split("#t=", 1)[1]

@@ -6,15 +6,19 @@ import array
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 
 import msgspec
 import orjson
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
@@ -180,9 +184,7 @@ def test_ice_servers_from_wire_is_always_a_list() -> None:
 
 
 def test_candidate_host() -> None:
-    init = CandidateInit(
-        candidate="candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host", sdpMid="0", sdpMLineIndex=0
-    )
+    init = CandidateInit(candidate="candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host", sdpMid="0", sdpMLineIndex=0)
     candidate = candidate_from_init(init)
     assert candidate is not None
     assert (candidate.foundation, candidate.component, candidate.protocol) == ("1", 1, "udp")
@@ -206,9 +208,7 @@ def test_candidate_srflx_and_tcp_extensions() -> None:
     assert srflx is not None
     assert (srflx.type, srflx.relatedAddress, srflx.relatedPort) == ("srflx", "192.0.2.2", 50000)
     tcp = candidate_from_init(
-        CandidateInit(
-            candidate="candidate:2 1 tcp 1518280447 192.0.2.2 9 typ host tcptype active", sdpMLineIndex=1
-        )
+        CandidateInit(candidate="candidate:2 1 tcp 1518280447 192.0.2.2 9 typ host tcptype active", sdpMLineIndex=1)
     )
     assert tcp is not None
     assert (tcp.protocol, tcp.tcpType, tcp.sdpMid, tcp.sdpMLineIndex) == ("tcp", "active", None, 1)
@@ -302,9 +302,7 @@ def test_timeout_reason_says_how_far_we_got(stage: Stage, words: str) -> None:
 
 
 def test_format_summary() -> None:
-    report = ProbeReport(
-        ok=True, exit_code=0, reason="media flowed both ways", connect_ms=31.2, remote_peers=1
-    )
+    report = ProbeReport(ok=True, exit_code=0, reason="media flowed both ways", connect_ms=31.2, remote_peers=1)
     assert format_summary(report).startswith("probe ok: media flowed both ways")
     report.fail("bad_token", "link is unknown or expired")
     assert format_summary(report).startswith("probe FAILED (bad_token, exit 3): link is unknown or expired")
@@ -412,20 +410,13 @@ class Relay:
                             del self.members[old]
                             await old_ws.send('{"type":"error","code":"replaced","message":"r","ref":null}')
                             await old_ws.close(4409)
-                            await self.broadcast(
-                                old, {"type": "peer-left", "participant": old, "reason": "replaced"}
-                            )
+                            await self.broadcast(old, {"type": "peer-left", "participant": old, "reason": "replaced"})
                     me = f"p_{next(self.counter)}"
-                    peers = [
-                        {"participant": p, "role": r, "polite": False}
-                        for p, (_, _, r) in self.members.items()
-                    ]
+                    peers = [{"participant": p, "role": r, "polite": False} for p, (_, _, r) in self.members.items()]
                     self.members[me] = (ws, message["token"], role)
                     joined = {"participant": me, "role": role, "consultation": "c_test", "peers": peers}
                     await ws.send(orjson.dumps({"type": "joined", **joined, "ice_servers": []}).decode())
-                    await self.broadcast(
-                        me, {"type": "peer-joined", "participant": me, "role": role, "polite": True}
-                    )
+                    await self.broadcast(me, {"type": "peer-joined", "participant": me, "role": role, "polite": True})
                     self.someone_joined.set()
                 elif kind in ("offer", "answer", "candidate"):
                     target = self.members.get(message.pop("to"))
@@ -486,9 +477,7 @@ async def test_bad_token_exits_3(relay: Relay) -> None:
 
 
 async def test_refused_origin_exits_4(relay: Relay) -> None:
-    report = await run_probe(
-        f"http://evil.example/call#t={TOKEN}", timeout=5 * TIME_SCALE, ws_url=relay.ws_url
-    )
+    report = await run_probe(f"http://evil.example/call#t={TOKEN}", timeout=5 * TIME_SCALE, ws_url=relay.ws_url)
     assert (report.error, report.exit_code) == ("handshake_refused", 4)
     assert "HTTP 403" in report.reason
 
@@ -513,8 +502,14 @@ async def test_silent_server_times_out_within_budget() -> None:
     assert report.duration_ms < (0.5 * TIME_SCALE + probe.SHUTDOWN_GRACE) * 1000
 
 
-async def test_alone_times_out_waiting_for_peer(relay: Relay) -> None:
+async def test_alone_times_out_waiting_for_peer(relay: Relay, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     report = await run_probe(link(), timeout=1 * TIME_SCALE, ws_url=relay.ws_url)
+    assert any(r.name.startswith("stue.probe") for r in caplog.records)
+    # websockets logs frame contents at DEBUG; only the relay's own server-side log may show the join frame.
+    probe_side = [r.getMessage() for r in caplog.records if r.name != "websockets.server"]
+    assert not [line for line in probe_side if TOKEN in line]
+    assert TOKEN not in orjson.dumps(report.to_dict()).decode()
     assert (report.error, report.exit_code, report.stage) == ("timeout", 1, "waiting_for_peer")
     assert (report.participant, report.consultation) == ("p_0", "c_test")
     assert "nobody else joined" in report.reason
@@ -530,3 +525,113 @@ async def test_replaced_exits_5(relay: Relay) -> None:
     await second
     assert (report.error, report.exit_code) == ("replaced", 5)
     assert report.server_errors == ["replaced"]
+
+
+class FakeBrowser:
+    """A second client written against protocol.md the way a browser behaves: it trickles its candidates
+    (here deliberately *before* its answer, to exercise the probe's queue) and renegotiates once connected."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.renegotiated = asyncio.Event()
+        self.frames = 0
+        self.connected = asyncio.Event()
+        self.pc.add_listener("track", self._on_track)
+        self.pc.add_listener("connectionstatechange", self._on_state)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.connected.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        async def consume() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    await track.recv()
+                    self.frames += 1
+
+        self._spawn(consume())
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, joined: asyncio.Event) -> None:
+        async with connect(self.relay.ws_url, origin=Origin(ORIGIN), compression=None) as ws:
+            await ws.send(encode_client_message(Join(token=OTHER_TOKEN)))
+            assert orjson.loads(await ws.recv())["type"] == "joined"
+            joined.set()
+            async for raw in ws:
+                message = orjson.loads(raw)
+                if message["type"] == "offer":
+                    await self._answer(ws, message["from"], message["sdp"])
+                elif message["type"] == "answer":
+                    await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+                    self.renegotiated.set()
+                elif message["type"] == "peer-left":
+                    break
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+
+    async def _answer(self, ws: ClientConnection, peer: str, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        self.pc.addTrack(probe.ToneTrack())
+        self.pc.addTrack(probe.PatternTrack())
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        lines = self.pc.localDescription.sdp.splitlines()
+        candidates = dict.fromkeys(line.removeprefix("a=") for line in lines if line.startswith("a=candidate:"))
+        for candidate in candidates:
+            init = {"candidate": candidate, "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": None}
+            await ws.send(orjson.dumps({"type": "candidate", "to": peer, "candidate": init}).decode())
+        bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-candidates"))]
+        await ws.send(encode_client_message(Answer(to=peer, sdp="\r\n".join(bare) + "\r\n")))
+        await ws.send(encode_client_message(Candidate(to=peer, candidate=None)))
+        self._spawn(self._renegotiate(ws, peer))
+
+    async def _renegotiate(self, ws: ClientConnection, peer: str) -> None:
+        await self.connected.wait()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await ws.send(encode_client_message(Offer(to=peer, sdp=self.pc.localDescription.sdp)))
+
+
+async def test_probe_against_a_trickling_renegotiating_remote(relay: Relay) -> None:
+    browser = FakeBrowser(relay)
+    joined = asyncio.Event()
+    remote = asyncio.create_task(browser.run(joined))
+    async with asyncio.timeout(5 * TIME_SCALE):
+        await joined.wait()
+    report = await run_probe(link(TOKEN), timeout=15 * TIME_SCALE, ws_url=relay.ws_url)
+    async with asyncio.timeout(5 * TIME_SCALE):
+        await remote
+    assert report.ok, report.reason
+    assert report.server_errors == []
+    assert browser.renegotiated.is_set()
+    assert browser.frames > 0
+
+
+@pytest.mark.parametrize(
+    ("frame", "close_code", "error", "exit_code"),
+    [
+        ('{"type":"error","code":"internal","message":"redis","ref":null}', 1011, "internal", 5),
+        ('{"type":"error","code":"rate_limited","message":"slow down","ref":null}', 1008, "rate_limited", 5),
+        (None, 1001, "closed", 5),
+        (None, 4401, "bad_token", 3),
+        (None, 4409, "replaced", 5),
+    ],
+)
+async def test_server_ending_the_session(frame: str | None, close_code: int, error: str, exit_code: int) -> None:
+    async def end_after_join(ws: ServerConnection) -> None:
+        await ws.recv()
+        if frame is not None:
+            await ws.send(frame)
+        await ws.close(close_code)
+
+    async with serve(end_after_join, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        report = await run_probe(f"http://127.0.0.1:{port}/call#t={TOKEN}", timeout=5 * TIME_SCALE)
+    assert (report.error, report.exit_code) == (error, exit_code)
+    assert report.duration_ms < 1000 * TIME_SCALE

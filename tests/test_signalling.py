@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from conftest import StueServer, token_of
+from support import StueServer, token_of
 from websockets.exceptions import InvalidStatus
 from wsclient import Client
 

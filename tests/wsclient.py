@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from conftest import TIME_SCALE
+from support import TIME_SCALE
 from websockets.asyncio.client import ClientConnection, connect
 
 

@@ -1,0 +1,140 @@
+"""Driving the call page in real Chromium: fixtures, waits, stats, screenshots and axe-core."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from support import ARTIFACTS, ROOT, TIME_SCALE
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--autoplay-policy=no-user-gesture-required",
+]
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+#: Keeps every RTCPeerConnection the page makes, without touching the app's code.
+TRACK_PEER_CONNECTIONS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Native);
+})();
+"""
+
+#: The number of video frames decoded across the page's connected peer connections.
+FRAMES_DECODED = """
+async () => {
+  let frames = 0;
+  for (const pc of window.__pcs) {
+    if (pc.connectionState !== 'connected') continue;
+    const stats = await pc.getStats();
+    stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0; });
+  }
+  return frames;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        pytest.fail("Debian's chromium is not installed: run `make test` (it installs it) or apt-get install chromium")
+    browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """Open a page in its own browser context (its own camera, storage and permissions)."""
+    contexts = []
+
+    def opener(url: str, *, width: int = 1024, height: int = 768, locale: str = "da-DK", axe: bool = False) -> Page:
+        # axe-core is injected as a script tag, which the page's CSP rightly refuses; only axe runs bypass it.
+        context = browser.new_context(viewport={"width": width, "height": height}, locale=locale, bypass_csp=axe)
+        context.grant_permissions(["camera", "microphone"])
+        contexts.append(context)
+        page = context.new_page()
+        page.add_init_script(TRACK_PEER_CONNECTIONS)
+        page.errors: list[str] = []  # type: ignore[attr-defined]
+        page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))  # type: ignore[attr-defined]
+        page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+        page.set_default_timeout(15_000 * TIME_SCALE)
+        page.goto(url)
+        return page
+
+    yield opener
+    for context in contexts:
+        context.close()
+
+
+def wait_state(page: Page, state: str, timeout: float = 15.0) -> None:
+    page.wait_for_function(
+        "(s) => document.body.dataset.state === s", arg=state, timeout=timeout * 1000 * TIME_SCALE
+    )
+
+
+def wait_connected_with_video(page: Page, timeout: float = 20.0) -> None:
+    """Until a connected peer connection of the page has decoded video frames."""
+    deadline = time.monotonic() + timeout * TIME_SCALE
+    while frames_decoded(page) == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no video decoded; peer connections are {connection_states(page)}")
+        page.wait_for_timeout(200)
+
+
+def frames_decoded(page: Page) -> int:
+    return int(page.evaluate(FRAMES_DECODED))
+
+
+def connection_states(page: Page) -> list[str]:
+    states: list[str] = page.evaluate("() => window.__pcs.map((pc) => pc.connectionState)")
+    return states
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    if not AXE.exists():
+        pytest.fail("axe-core is not installed: run `make test` (it runs npm ci)")
+    page.add_script_tag(path=str(AXE))
+    result: list[dict[str, Any]] = page.evaluate(
+        """async () => {
+          const r = await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}});
+          return r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,
+                                           nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5)}));
+        }"""
+    )
+    return result

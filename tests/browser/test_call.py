@@ -1,0 +1,133 @@
+"""The call page in real Chromium: two browsers in a call, Chromium with `stue probe`, looks and accessibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Page
+
+from pages import axe_violations, connection_states, screenshot, wait_connected_with_video, wait_state
+from support import ROOT, TIME_SCALE, StueServer, stue_command
+
+pytestmark = pytest.mark.browser
+
+TABLET = {"width": 1024, "height": 768}
+DESKTOP = {"width": 1440, "height": 900}
+
+
+def join(page: Page) -> None:
+    wait_state(page, "preview")
+    page.click("#join")
+
+
+def test_two_browsers_see_each_other(stue: StueServer, open_page: Callable[..., Page]) -> None:
+    links = stue.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    join(citizen)
+    wait_state(citizen, "waiting")
+    join(clinician)
+    for page in (citizen, clinician):
+        wait_state(page, "in-call")
+        wait_connected_with_video(page)
+        assert "connected" in connection_states(page)
+        assert page.locator("video[data-participant]").count() == 1
+    screenshot(citizen, "call-in-call-tablet")
+    screenshot(clinician, "call-in-call-desktop")
+    assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_peer_leaves_and_comes_back(stue_embedded: StueServer, open_page: Callable[..., Page]) -> None:
+    links = stue_embedded.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    join(citizen)
+    join(clinician)
+    wait_connected_with_video(citizen)
+    clinician.click("#hangup")
+    wait_state(clinician, "ended")
+    wait_state(citizen, "waiting")
+    assert citizen.locator("video[data-participant]").count() == 0
+    screenshot(citizen, "call-waiting-tablet")
+    screenshot(clinician, "call-ended-desktop")
+    clinician.click("#rejoin")
+    wait_state(citizen, "in-call")
+    wait_connected_with_video(citizen)
+    assert connection_states(citizen) == ["closed", "connected"]  # a new connection for the new participant
+
+
+def run_probe(link: str, timeout: float = 25) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*stue_command("probe", link, "--json", "--timeout", str(timeout * TIME_SCALE))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.mark.parametrize("browser_first", [True, False], ids=["browser-first", "probe-first"])
+def test_chromium_and_stue_probe_interoperate(
+    stue_embedded: StueServer, open_page: Callable[..., Page], browser_first: bool
+) -> None:
+    links = stue_embedded.new_consultation()
+    page = open_page(links["citizen_link"], **TABLET)
+    wait_state(page, "preview")
+    if browser_first:
+        page.click("#join")
+        wait_state(page, "waiting")
+        probe = run_probe(links["clinician_link"])
+    else:
+        probe = run_probe(links["clinician_link"])
+        page.wait_for_timeout(1500 * TIME_SCALE)  # let the probe join first, so the browser is the newcomer
+        page.click("#join")
+    wait_connected_with_video(page, timeout=30)
+    out, err = probe.communicate(timeout=60 * TIME_SCALE)
+    report = json.loads(out)
+    assert probe.returncode == 0, (report, err[-2000:])
+    assert report["connected"] is True
+    assert report["frames_received"] > 0
+    assert report["audio_packets_received"] > 0
+
+
+def test_a_bad_link_shows_a_calm_error(stue_embedded: StueServer, open_page: Callable[..., Page]) -> None:
+    page = open_page(f"{stue_embedded.url}/call#t={'x' * 32}", **TABLET)
+    join(page)
+    wait_state(page, "error")
+    assert page.evaluate("document.body.dataset.error") == "bad_link"
+    assert page.locator("#main").inner_text().strip() != ""
+    screenshot(page, "call-bad-link-tablet")
+
+
+@pytest.mark.parametrize("language", ["da", "en"])
+def test_the_call_page_passes_axe_in_both_languages(
+    stue_embedded: StueServer, open_page: Callable[..., Page], language: str
+) -> None:
+    links = stue_embedded.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET, axe=True)
+    if language == "en":
+        citizen.click("#lang")
+        citizen.wait_for_function("document.documentElement.lang === 'en'")
+    wait_state(citizen, "preview")
+    assert axe_violations(citizen) == []
+    screenshot(citizen, f"call-preview-tablet-{language}")
+    join(citizen)
+    wait_state(citizen, "waiting")
+    assert axe_violations(citizen) == []
+    clinician = open_page(links["clinician_link"], **DESKTOP, axe=True)
+    if language == "en":
+        clinician.click("#lang")
+    join(clinician)
+    wait_connected_with_video(citizen)
+    wait_state(citizen, "in-call")
+    assert axe_violations(citizen) == []
+    assert axe_violations(clinician) == []
+    screenshot(clinician, f"call-in-call-desktop-{language}")
+    screenshot(citizen, f"call-in-call-tablet-{language}")
+    texts = citizen.locator("#view-call").inner_text()
+    assert ("End call" in texts) == (language == "en")
