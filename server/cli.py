@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("aioice", "aiortc"):  # ICE check chatter, at INFO, on every probe
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = load_settings()
         if args.command == "serve":

@@ -115,7 +115,7 @@ def parse_frame(text: str | bytes) -> ClientMessage:
     if decoder is None:
         raise UnknownType(f"unknown message type {kind!r}" if kind is not None else "frame has no 'type'")
     try:
-        return decoder.decode(data)
+        message = decoder.decode(data)
     except msgspec.ValidationError as exc:
         reason = str(exc)
         if "missing required field" in reason:
@@ -123,6 +123,12 @@ def parse_frame(text: str | bytes) -> ClientMessage:
         if "unknown field" in reason:
             raise UnknownField(reason, ref=kind) from None
         raise BadField(reason, ref=kind) from None
+    if isinstance(message, Candidate) and message.candidate is not None:
+        init = message.candidate
+        if init.sdpMid is None and init.sdpMLineIndex is None and init.candidate:
+            # Browsers refuse such a candidate (TypeError); refuse it here, where the sender learns why.
+            raise BadField("a candidate needs sdpMid or sdpMLineIndex", ref=kind)
+    return message
 
 
 # --- server → client -------------------------------------------------------------------------------------

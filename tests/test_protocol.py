@@ -85,6 +85,10 @@ def test_valid_messages_parse(text: str, expected: object) -> None:
         (frame(type="candidate", to="p", candidate="candidate:1"), exceptions.BadField),
         (frame(type="candidate", to="p", candidate={"candidate": "c", "sdpMLineIndex": -1}), exceptions.BadField),
         (frame(type="candidate", to="p", candidate={"candidate": "c", "sdpMLineIndex": "0"}), exceptions.BadField),
+        (
+            frame(type="candidate", to="p", candidate={"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host"}),
+            exceptions.BadField,
+        ),
         ('{"type": "ping", "type": "ping"}', exceptions.DuplicateKey),
         ('{"type": "offer", "to": "p_1", "to": "p_2", "sdp": "v=0"}', exceptions.DuplicateKey),
         (

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import pytest
 from support import StueServer, token_of
-from websockets.exceptions import InvalidStatus
 from wsclient import Client
 
 pytestmark = pytest.mark.slow
@@ -104,15 +103,6 @@ async def test_bad_frames_get_an_error_and_everyone_carries_on(
     assert (await citizen.expect("offer"))["from"] == clinician.id
 
 
-async def test_spoofed_sender_is_refused_and_sender_is_always_the_connection(stue_embedded: StueServer) -> None:
-    citizen, clinician = await pair(stue_embedded)
-    await citizen.expect("peer-joined")
-    await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0", "from": citizen.id})
-    assert (await clinician.expect("error"))["code"] == "unknown_field"
-    await clinician.send({"type": "offer", "to": clinician.id, "sdp": "v=0"})
-    assert (await clinician.expect("error"))["code"] == "unknown_peer"
-
-
 async def test_messages_before_join_and_a_second_join(stue_embedded: StueServer) -> None:
     links = stue_embedded.new_consultation()
     client = await Client.open(stue_embedded.ws_url, stue_embedded.url)
@@ -121,55 +111,6 @@ async def test_messages_before_join_and_a_second_join(stue_embedded: StueServer)
     await client.join(token_of(links["citizen_link"]))
     await client.send({"type": "join", "token": token_of(links["citizen_link"])})
     assert (await client.expect("error"))["code"] == "already_joined"
-
-
-async def test_unknown_token_is_refused_and_closed(stue: StueServer) -> None:
-    client = await Client.open(stue.ws_url, stue.url)
-    await client.send({"type": "join", "token": "Z" * 32})
-    assert (await client.expect("error"))["code"] == "bad_token"
-    assert await client.closed() == 4401
-
-
-async def test_oversized_frame_closes_only_the_offender(stue_embedded: StueServer) -> None:
-    citizen, clinician = await pair(stue_embedded)
-    await citizen.expect("peer-joined")
-    await clinician.send({"type": "offer", "to": citizen.id, "sdp": "x" * 70_000})
-    assert (await clinician.expect("error"))["code"] == "too_large"
-    assert await clinician.closed() == 1009
-    assert (await citizen.expect("peer-left"))["participant"] == clinician.id
-    await citizen.send({"type": "ping"})
-    await citizen.expect("pong")
-
-
-async def test_frames_over_the_transport_limit_are_cut_off_by_the_websocket_layer(stue_embedded: StueServer) -> None:
-    client = await Client.open(stue_embedded.ws_url, stue_embedded.url)
-    await client.send("x" * 200_000)
-    assert await client.closed() == 1009
-
-
-async def test_a_flood_closes_only_the_offender(stue_embedded: StueServer) -> None:
-    citizen, clinician = await pair(stue_embedded)
-    await citizen.expect("peer-joined")
-    for _ in range(400):
-        await clinician.send({"type": "ping"})
-    codes = []
-    while True:
-        frame = await clinician.recv()
-        if frame["type"] == "error":
-            codes.append(frame["code"])
-            break
-    assert codes == ["rate_limited"]
-    assert await clinician.closed() == 1008
-    assert (await citizen.expect("peer-left"))["participant"] == clinician.id
-    await citizen.send({"type": "ping"})
-    await citizen.expect("pong")
-
-
-@pytest.mark.parametrize("origin", ["http://evil.example", "null", None])
-async def test_foreign_origins_are_refused_at_the_handshake(stue_embedded: StueServer, origin: str | None) -> None:
-    with pytest.raises(InvalidStatus) as caught:
-        await Client.open(stue_embedded.ws_url, origin)  # type: ignore[arg-type]
-    assert caught.value.response.status_code == 403
 
 
 async def test_the_same_link_joining_again_replaces_the_old_connection(stue_embedded: StueServer) -> None:
@@ -183,17 +124,6 @@ async def test_the_same_link_joining_again_replaces_the_old_connection(stue_embe
     assert await clinician.closed() == 4409
     assert await citizen.expect("peer-left") == {"type": "peer-left", "participant": clinician.id, "reason": "replaced"}
     assert (await citizen.expect("peer-joined"))["participant"] == second.id
-
-
-async def test_consultations_are_isolated(stue_embedded: StueServer) -> None:
-    a_citizen, _ = await pair(stue_embedded)
-    b_citizen, b_clinician = await pair(stue_embedded)
-    await a_citizen.expect("peer-joined")
-    await b_citizen.expect("peer-joined")
-    await b_clinician.send({"type": "offer", "to": a_citizen.id, "sdp": "v=0"})
-    assert (await b_clinician.expect("error"))["code"] == "unknown_peer"
-    with pytest.raises(TimeoutError):
-        await a_citizen.recv(timeout=0.5)
 
 
 async def test_two_server_processes_route_through_redis(

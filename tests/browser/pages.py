@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
-
 from support import ARTIFACTS, ROOT, TIME_SCALE
 
 CHROMIUM_ARGS = [
@@ -96,9 +95,7 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
 
 
 def wait_state(page: Page, state: str, timeout: float = 15.0) -> None:
-    page.wait_for_function(
-        "(s) => document.body.dataset.state === s", arg=state, timeout=timeout * 1000 * TIME_SCALE
-    )
+    page.wait_for_function("(s) => document.body.dataset.state === s", arg=state, timeout=timeout * 1000 * TIME_SCALE)
 
 
 def wait_connected_with_video(page: Page, timeout: float = 20.0) -> None:
@@ -132,7 +129,8 @@ def axe_violations(page: Page) -> list[dict[str, Any]]:
     page.add_script_tag(path=str(AXE))
     result: list[dict[str, Any]] = page.evaluate(
         """async () => {
-          const r = await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}});
+          const tags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+          const r = await axe.run(document, {runOnly: {type: 'tag', values: tags}});
           return r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,
                                            nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5)}));
         }"""
