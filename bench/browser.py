@@ -1,11 +1,92 @@
-"""Figure (a), browser part: two Chromium pages through Stue beside two RTCPeerConnections in one page."""
+"""Figure (a), browser part: two Chromium pages through Stue beside two RTCPeerConnections in one page.
+
+Stue: one `stue serve` + redis-server; two pages (separate browser contexts) open `/call#t=<token>` for the citizen
+and the clinician and wait for `preview`. An init script wraps `window.RTCPeerConnection` (the app is untouched) to
+record `performance.timeOrigin + performance.now()` when a connection reaches `connected`, and a capture-phase
+listener records the click on `#join`. Page 1's #join is clicked, then page 2's at once. The value is
+page 1's click → the later of the two pages' first `connected` (so: both sides connected).
+
+Floor: a tiny page served from 127.0.0.1 takes the camera and microphone first (like the preview), then times
+creating pc1 and pc2, adding the tracks to both, offer/answer and candidates handed over in the page, until
+both are `connected`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import http.server
+import statistics
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from bench.procs import ROOT
-from bench.report import Metric
+from bench.driver import create_consultations
+from bench.procs import HOST, ROOT, free_port, start_redis, start_stue
+from bench.report import Metric, paired
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+STEP_TIMEOUT_MS = 20_000
+
+WRAP_PEER_CONNECTION = """
+(() => {
+  const now = () => performance.timeOrigin + performance.now();
+  const bench = (window.__bench = { created: [], connected: [], clickAt: null });
+  const Original = window.RTCPeerConnection;
+  if (!Original) return;
+  class BenchPeerConnection extends Original {
+    constructor(...args) {
+      super(...args);
+      bench.created.push(now());
+      this.addEventListener('connectionstatechange', () => {
+        if (this.connectionState === 'connected') bench.connected.push(now());
+      });
+    }
+  }
+  window.RTCPeerConnection = BenchPeerConnection;
+  document.addEventListener('click', (event) => {
+    if (bench.clickAt === null && event.target instanceof Element && event.target.closest('#join')) {
+      bench.clickAt = now();
+    }
+  }, true);
+})();
+"""
+
+FLOOR_PAGE = b"""<!doctype html><meta charset="utf-8"><title>floor</title>
+<script>
+async function floor() {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  const started = performance.now();
+  const pc1 = new RTCPeerConnection({ iceServers: [] });
+  const pc2 = new RTCPeerConnection({ iceServers: [] });
+  const connected = [pc1, pc2].map((pc) => new Promise((resolve) => {
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected') resolve(performance.now() - started);
+    });
+  }));
+  pc1.onicecandidate = (e) => { if (e.candidate) pc2.addIceCandidate(e.candidate); };
+  pc2.onicecandidate = (e) => { if (e.candidate) pc1.addIceCandidate(e.candidate); };
+  for (const track of stream.getTracks()) { pc1.addTrack(track, stream); pc2.addTrack(track.clone(), stream); }
+  await pc1.setLocalDescription();
+  await pc2.setRemoteDescription(pc1.localDescription);
+  await pc2.setLocalDescription();
+  await pc1.setRemoteDescription(pc2.localDescription);
+  const times = await Promise.all(connected);
+  pc1.close(); pc2.close();
+  for (const track of stream.getTracks()) track.stop();
+  return { both_ms: Math.max(...times), each_ms: times };
+}
+</script>"""
 
 
 def ready() -> tuple[bool, str]:
@@ -13,8 +94,117 @@ def ready() -> tuple[bool, str]:
         path = ROOT / "web" / "js" / name
         if not path.exists() or path.stat().st_size < 2000:
             return False, f"web/js/{name} is missing or still a stub"
-    return False, "not written yet"
+    return True, ""
+
+
+class _FloorHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/html; charset=utf-8")
+        self.send_header("content-length", str(len(FLOOR_PAGE)))
+        self.end_headers()
+        self.wfile.write(FLOOR_PAGE)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _floor_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer((HOST, free_port()), _FloorHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def _stue_run(browser: Any, base_url: str, tokens: dict[str, str]) -> dict[str, Any]:
+    contexts = [await browser.new_context() for _ in range(2)]
+    try:
+        pages = []
+        for context, role in zip(contexts, ("citizen", "clinician"), strict=True):
+            page = await context.new_page()
+            await page.add_init_script(WRAP_PEER_CONNECTION)
+            await page.goto(f"{base_url}/call#t={tokens[role]}")
+            pages.append(page)
+        for page in pages:
+            await page.wait_for_function("document.body.dataset.state === 'preview'", timeout=STEP_TIMEOUT_MS)
+        for page in pages:
+            await page.click("#join")
+        for page in pages:
+            await page.wait_for_function("window.__bench.connected.length > 0", timeout=STEP_TIMEOUT_MS)
+        marks = [await page.evaluate("window.__bench") for page in pages]
+        states = [await page.evaluate("document.body.dataset.state") for page in pages]
+        first_click = marks[0]["clickAt"]
+        connected = [m["connected"][0] for m in marks]
+        return {
+            "both_ms": max(connected) - first_click,
+            "each_ms": [c - m["clickAt"] for c, m in zip(connected, marks, strict=True)],
+            "click_gap_ms": marks[1]["clickAt"] - first_click,
+            "states": states,
+        }
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+async def _floor_run(browser: Any, url: str) -> dict[str, Any]:
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(url)
+        result: dict[str, Any] = await asyncio.wait_for(page.evaluate("floor()"), STEP_TIMEOUT_MS / 1000)
+        return result
+    finally:
+        await context.close()
+
+
+async def _measure(base_url: str, floor_url: str, tokens: list[dict[str, str]]) -> list[dict[str, Any]]:
+    from playwright.async_api import async_playwright
+
+    runs = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for i, pair_tokens in enumerate(tokens):
+                run: dict[str, Any] = {}
+                for name in (("stue", "floor") if i % 2 == 0 else ("floor", "stue")):
+                    if name == "stue":
+                        run["stue"] = await _stue_run(browser, base_url, pair_tokens)
+                    else:
+                        run["floor"] = await _floor_run(browser, floor_url)
+                runs.append(run)
+        finally:
+            await browser.close()
+    return runs
 
 
 def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
-    raise NotImplementedError
+    pairs = 2 if quick else 5
+    redis = start_redis()
+    procs = [redis]
+    try:
+        stue = start_stue(redis.extra["url"], "stue-browser")
+        procs.append(stue)
+        tokens = create_consultations(redis.extra["url"], pairs + 1)
+        with _floor_server() as floor_url:
+            runs = asyncio.run(_measure(stue.url, floor_url, tokens))[1:]  # the first pair is a warm-up
+        stue.check_alive()
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    stue_ms = [float(r["stue"]["both_ms"]) for r in runs]
+    floor_ms = [float(r["floor"]["both_ms"]) for r in runs]
+    metrics = [paired("join", "browser click→both connected", "ms", stue_ms, floor_ms, "ratio <= 1.3")]
+    notes = [
+        f"Browser part: {len(runs)} pairs after 1 warm-up, Chromium {CHROMIUM} with fake devices. Stue value = "
+        "first page's click on #join → the later of the two pages' first RTCPeerConnection 'connected' "
+        "(page 2 is clicked right after page 1; median click gap "
+        f"{statistics.median(r['stue']['click_gap_ms'] for r in runs):.0f} ms).",
+        "Browser floor: one page, camera already taken, pc1↔pc2 with candidates exchanged in-page, "
+        "start → both 'connected'.",
+    ]
+    return metrics, {"runs": runs, "notes": notes}

@@ -18,10 +18,10 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from server.probe import run_probe
 
 
-async def stue_pair(citizen: str, clinician: str, timeout: float, linger: float) -> dict[str, Any]:
+async def stue_pair(citizen: str, clinician: str, timeout_s: float, linger: float) -> dict[str, Any]:
     """Both probes start together; each reports join sent → its peer connection connected (`connect_ms`)."""
     reports = await asyncio.gather(
-        run_probe(citizen, timeout=timeout, linger=linger), run_probe(clinician, timeout=timeout, linger=linger)
+        run_probe(citizen, timeout=timeout_s, linger=linger), run_probe(clinician, timeout=timeout_s, linger=linger)
     )
     out: dict[str, Any] = {}
     for role, report in zip(("citizen", "clinician"), reports, strict=True):
@@ -30,7 +30,7 @@ async def stue_pair(citizen: str, clinician: str, timeout: float, linger: float)
     return out
 
 
-async def direct_pair(timeout: float) -> dict[str, Any]:
+async def direct_pair(timeout_s: float) -> dict[str, Any]:
     """Two RTCPeerConnections in this process, offer/answer handed over in memory, no ICE servers at all."""
     loop = asyncio.get_running_loop()
     # An explicit empty list: aiortc's default would contact Google's STUN server.
@@ -52,7 +52,7 @@ async def direct_pair(timeout: float) -> dict[str, Any]:
         await answerer.setRemoteDescription(offerer.localDescription)
         await answerer.setLocalDescription(await answerer.createAnswer())
         await offerer.setRemoteDescription(answerer.localDescription)
-        times = await asyncio.wait_for(asyncio.gather(*connected), timeout)
+        times = await asyncio.wait_for(asyncio.gather(*connected), timeout_s)
         return {"ok": True, "connect_ms": [round((t - started) * 1000, 1) for t in times]}
     except TimeoutError:
         return {"ok": False, "connect_ms": None}

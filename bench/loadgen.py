@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -63,6 +64,7 @@ class Group:
     delivered_in_window: int = 0
     sent_in_window: int = 0
     latencies: list[int] = field(default_factory=list)
+    trace: list[tuple[int, int]] | None = None  # (sent at, latency) per offer, when a paced job asks for it
     others: int = 0
     errors: list[str] = field(default_factory=list)
     closed: int = 0
@@ -96,6 +98,8 @@ class Group:
                     sent_at = int(sdp[STAMP_AT : STAMP_AT + STAMP_DIGITS])
                     if self.win_start <= sent_at < self.win_end:
                         self.latencies.append(now - sent_at)
+                        if self.trace is not None:
+                            self.trace.append((sent_at - self.win_start, now - sent_at))
         except ConnectionClosed:
             pass
         finally:
@@ -196,8 +200,9 @@ async def cmd_close(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _drain(group: Group, done: Any) -> None:
+    """Wait (bounded) for the frames still in flight; polled, so the hot receive path stays free of events."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while not done() and time.monotonic() < deadline:
+    while not done() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
 
 
@@ -239,6 +244,7 @@ async def cmd_paced(job: dict[str, Any]) -> dict[str, Any]:
     rate, warmup, duration = float(job["rate"]), float(job["warmup"]), float(job["duration"])
     closed_before = group.closed
     group.reset(PACED)
+    group.trace = [] if job.get("trace") else None
     parts = group.participants
     count = len(parts)
     total_s = warmup + duration
@@ -269,6 +275,9 @@ async def cmd_paced(job: dict[str, Any]) -> dict[str, Any]:
     group.sent = sent
     await _drain(group, lambda: len(group.latencies) >= group.sent_in_window)
     group.mode = IDLE
+    if group.trace is not None:
+        await asyncio.to_thread(Path(job["trace"]).write_bytes, orjson.dumps(group.trace))
+        group.trace = None
     lat = sorted(group.latencies)
     ms = 1e-6
     return {

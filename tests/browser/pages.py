@@ -54,13 +54,15 @@ async () => {
 """
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the sync API keeps its event loop marked as running in this thread, which would
+# break every asyncio test that runs after it.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     executable = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(executable).exists():
