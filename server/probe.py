@@ -33,6 +33,28 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Origin
 
+from server.protocol import (
+    Answer,
+    ClientMessage,
+    IceCandidate,
+    IceServer,
+    Join,
+    Joined,
+    Leave,
+    Offer,
+    PeerJoined,
+    PeerLeft,
+    Ping,
+    RelayedAnswer,
+    RelayedCandidate,
+    RelayedMessage,
+    RelayedOffer,
+    ServerMessage,
+    decode_server_frame,
+    encode_client_message,
+)
+from server.protocol import Error as ServerError
+
 logger = logging.getLogger("stue.probe")
 
 MAX_FRAME = 2**17  # the server refuses larger frames at the WebSocket layer anyway
@@ -163,134 +185,12 @@ def _token_from_fragment(fragment: str) -> str:
 # --- wire messages (protocol.md) ----------------------------------------------------------------------------
 
 
-class CandidateInit(msgspec.Struct, frozen=True):
-    """The protocol's candidate object, the fields of RTCIceCandidateInit."""
-
-    candidate: str
-    sdpMid: str | None = None
-    sdpMLineIndex: int | None = None
-    usernameFragment: str | None = None
-
-
-class IceServerEntry(msgspec.Struct, frozen=True):
-    urls: str | list[str]
-    username: str | None = None
-    credential: str | None = None
-
-
-class PeerEntry(msgspec.Struct, frozen=True):
-    participant: str
-    role: str
-    polite: bool
-
-
-class _ServerFrame(msgspec.Struct, frozen=True, tag_field="type"):
-    pass
-
-
-class Joined(_ServerFrame, frozen=True, tag="joined"):
-    participant: str
-    role: str
-    consultation: str
-    peers: list[PeerEntry]
-    ice_servers: list[IceServerEntry]
-
-
-class PeerJoined(_ServerFrame, frozen=True, tag="peer-joined"):
-    participant: str
-    role: str
-    polite: bool = True
-
-
-class PeerLeft(_ServerFrame, frozen=True, tag="peer-left"):
-    participant: str
-    reason: str
-
-
-class RelayedOffer(_ServerFrame, frozen=True, tag="offer"):
-    sender: str = msgspec.field(name="from")
-    sdp: str = ""
-
-
-class RelayedAnswer(_ServerFrame, frozen=True, tag="answer"):
-    sender: str = msgspec.field(name="from")
-    sdp: str = ""
-
-
-class RelayedCandidate(_ServerFrame, frozen=True, tag="candidate"):
-    sender: str = msgspec.field(name="from")
-    candidate: CandidateInit | None = None
-
-
-class Pong(_ServerFrame, frozen=True, tag="pong"):
-    pass
-
-
-class ServerError(_ServerFrame, frozen=True, tag="error"):
-    code: str
-    message: str = ""
-    ref: str | None = None
-
-
-ServerMessage = Joined | PeerJoined | PeerLeft | RelayedOffer | RelayedAnswer | RelayedCandidate | Pong | ServerError
-Relayed = RelayedOffer | RelayedAnswer | RelayedCandidate
-
-
-class _ClientFrame(msgspec.Struct, frozen=True, tag_field="type"):
-    pass
-
-
-class Join(_ClientFrame, frozen=True, tag="join"):
-    token: str
-
-    def __repr__(self) -> str:
-        return "Join(token=<hidden>)"
-
-
-class Offer(_ClientFrame, frozen=True, tag="offer"):
-    to: str
-    sdp: str
-
-
-class Answer(_ClientFrame, frozen=True, tag="answer"):
-    to: str
-    sdp: str
-
-
-class Candidate(_ClientFrame, frozen=True, tag="candidate"):
-    to: str
-    candidate: CandidateInit | None
-
-
-class Leave(_ClientFrame, frozen=True, tag="leave"):
-    pass
-
-
-class Ping(_ClientFrame, frozen=True, tag="ping"):
-    pass
-
-
-ClientMessage = Join | Offer | Answer | Candidate | Leave | Ping
-
-_decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerMessage)
-_encoder = msgspec.json.Encoder()
-
-
-def decode_server_message(raw: str | bytes) -> ServerMessage:
-    """Parse one server frame; raises msgspec.ValidationError or DecodeError for anything unexpected."""
-    return _decoder.decode(raw)
-
-
-def encode_client_message(message: ClientMessage) -> str:
-    return _encoder.encode(message).decode()
-
-
-def ice_servers_from_wire(entries: Iterable[IceServerEntry]) -> list[RTCIceServer]:
+def ice_servers_from_wire(entries: Iterable[IceServer]) -> list[RTCIceServer]:
     """Always a list: given `None`, aiortc falls back to Google's STUN server, which we must never contact."""
     return [RTCIceServer(urls=e.urls, username=e.username, credential=e.credential) for e in entries]
 
 
-def candidate_from_init(init: CandidateInit | None) -> RTCIceCandidate | None:
+def candidate_from_init(init: IceCandidate | None) -> RTCIceCandidate | None:
     """Convert a trickled candidate object; `None` or an empty candidate string means end of candidates."""
     if init is None or init.candidate == "":
         return None
@@ -466,7 +366,7 @@ class ProbePeer:
         self.participant = participant
         self.polite = polite
         self.pc = RTCPeerConnection(configuration)
-        self.inbox: asyncio.Queue[Relayed] = asyncio.Queue()
+        self.inbox: asyncio.Queue[RelayedMessage] = asyncio.Queue()
         self.created_at = asyncio.get_running_loop().time()
         self.connected_at: float | None = None
         self.video_frames = 0
@@ -533,7 +433,7 @@ class ProbePeer:
         except ConnectionClosed:
             return
 
-    async def _handle(self, message: Relayed) -> None:
+    async def _handle(self, message: RelayedMessage) -> None:
         if isinstance(message, RelayedOffer):
             await self._on_offer(message.sdp)
         elif isinstance(message, RelayedAnswer):
@@ -574,7 +474,7 @@ class ProbePeer:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         await self._flush_candidates()
 
-    async def _on_candidate(self, init: CandidateInit | None) -> None:
+    async def _on_candidate(self, init: IceCandidate | None) -> None:
         if self._ignore_offer:
             return
         try:
@@ -784,7 +684,7 @@ class Probe:
     async def _send(self, message: ClientMessage) -> None:
         if self._ws is None:
             raise RuntimeError("socket not open")
-        await self._ws.send(encode_client_message(message))
+        await self._ws.send(encode_client_message(message).decode())
 
     async def _read_loop(self) -> None:
         assert self._ws is not None
@@ -795,7 +695,7 @@ class Probe:
                 self._fail(self._closed_error(exc))
                 return
             try:
-                message = decode_server_message(raw)
+                message = decode_server_frame(raw)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 logger.warning("ignored unexpected frame from server: %s", exc)
                 continue
@@ -869,7 +769,7 @@ class Probe:
         if peer is not None:
             self._spawn(peer.close())
 
-    def _relay(self, message: Relayed) -> None:
+    def _relay(self, message: RelayedMessage) -> None:
         peer = self._peers.get(message.sender)
         if peer is None and isinstance(message, RelayedOffer):
             # The offer overtook peer-joined (possible across server processes): the offerer is the newcomer.
@@ -918,7 +818,7 @@ class Probe:
             async with asyncio.timeout(SHUTDOWN_GRACE):
                 if ws is not None and self._joined is not None:
                     with contextlib.suppress(ConnectionClosed):
-                        await ws.send(encode_client_message(Leave()))
+                        await ws.send(encode_client_message(Leave()).decode())
                 await asyncio.gather(*(p.close() for p in self._all_peers), return_exceptions=True)
                 if ws is not None:
                     await ws.close()

@@ -42,6 +42,9 @@ class _ClientMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ta
 class Join(_ClientMessage, tag="join", frozen=True):
     token: Token
 
+    def __repr__(self) -> str:
+        return "Join(token=<hidden>)"  # a token must never reach a log
+
 
 class Offer(_ClientMessage, tag="offer", frozen=True):
     to: ParticipantId
@@ -138,6 +141,14 @@ class _ServerMessage(msgspec.Struct, frozen=True, tag_field="type"):
     """Base of every server → client message."""
 
 
+class IceServer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An `RTCIceServer` as the browser takes it."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
 class PeerEntry(msgspec.Struct, frozen=True):
     participant: str
     role: Role
@@ -149,7 +160,7 @@ class Joined(_ServerMessage, tag="joined", frozen=True):
     role: Role
     consultation: str
     peers: list[PeerEntry]
-    ice_servers: list[dict[str, str | list[str]]]
+    ice_servers: list[IceServer]
 
 
 class PeerJoined(_ServerMessage, tag="peer-joined", frozen=True):
@@ -164,17 +175,17 @@ class PeerLeft(_ServerMessage, tag="peer-left", frozen=True):
 
 
 class RelayedOffer(_ServerMessage, tag="offer", frozen=True):
-    from_: str = msgspec.field(name="from")
+    sender: str = msgspec.field(name="from")
     sdp: str
 
 
 class RelayedAnswer(_ServerMessage, tag="answer", frozen=True):
-    from_: str = msgspec.field(name="from")
+    sender: str = msgspec.field(name="from")
     sdp: str
 
 
 class RelayedCandidate(_ServerMessage, tag="candidate", frozen=True):
-    from_: str = msgspec.field(name="from")
+    sender: str = msgspec.field(name="from")
     candidate: IceCandidate | None
 
 
@@ -188,6 +199,8 @@ class Error(_ServerMessage, tag="error", frozen=True):
     ref: str | None = None
 
 
+#: What an addressee receives of a relayed message.
+RelayedMessage = RelayedOffer | RelayedAnswer | RelayedCandidate
 ServerMessage = Joined | PeerJoined | PeerLeft | RelayedOffer | RelayedAnswer | RelayedCandidate | Pong | Error
 
 _encoder: Final = msgspec.json.Encoder()
@@ -202,15 +215,26 @@ def relay_frame(sender: str, message: Relayed) -> bytes:
     """The frame the addressee receives: the same content, with `from` stamped from the sender's connection."""
     relayed: ServerMessage
     if isinstance(message, Offer):
-        relayed = RelayedOffer(from_=sender, sdp=message.sdp)
+        relayed = RelayedOffer(sender=sender, sdp=message.sdp)
     elif isinstance(message, Answer):
-        relayed = RelayedAnswer(from_=sender, sdp=message.sdp)
+        relayed = RelayedAnswer(sender=sender, sdp=message.sdp)
     else:
-        relayed = RelayedCandidate(from_=sender, candidate=message.candidate)
+        relayed = RelayedCandidate(sender=sender, candidate=message.candidate)
     return _encoder.encode(relayed)
 
 
+_server_decoder: Final = msgspec.json.Decoder(ServerMessage)
+
+
 def decode_server_frame(data: bytes | str) -> ServerMessage:
-    """Parse a server frame (for clients written in Python: tests, benchmarks)."""
-    message: ServerMessage = msgspec.json.decode(data, type=ServerMessage)
+    """Parse a server frame, for clients written in Python (the probe, tests, benchmarks).
+
+    Unknown fields are ignored, so a client keeps working when a later server version adds one.
+    """
+    message: ServerMessage = _server_decoder.decode(data)
     return message
+
+
+def encode_client_message(message: ClientMessage) -> bytes:
+    """Encode a client → server message, for clients written in Python."""
+    return _encoder.encode(message)

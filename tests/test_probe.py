@@ -27,24 +27,10 @@ from server import probe
 from server.probe import (
     AUDIO_RATE,
     AUDIO_SAMPLES,
-    Answer,
-    Candidate,
-    CandidateInit,
     ExitCode,
-    IceServerEntry,
-    Join,
-    Joined,
-    Leave,
-    Offer,
-    Ping,
     ProbeReport,
-    RelayedCandidate,
-    RelayedOffer,
-    ServerError,
     Stage,
     candidate_from_init,
-    decode_server_message,
-    encode_client_message,
     exit_code_for,
     format_summary,
     ice_servers_from_wire,
@@ -52,6 +38,22 @@ from server.probe import (
     run_probe,
     timeout_reason,
 )
+from server.protocol import (
+    Answer,
+    Candidate,
+    IceCandidate,
+    IceServer,
+    Join,
+    Joined,
+    Leave,
+    Offer,
+    Ping,
+    RelayedCandidate,
+    RelayedOffer,
+    decode_server_frame,
+    encode_client_message,
+)
+from server.protocol import Error as ServerError
 
 TIME_SCALE = float(os.environ.get("STUE_TEST_TIME_SCALE", "1"))
 TOKEN = "x2M0Vq3r1yq2u0d0YbZ0wqk3zJp1h6Cq"
@@ -133,12 +135,12 @@ def test_encode_client_messages_exactly() -> None:
         "to": "p_a",
         "candidate": None,
     }
-    assert encode_client_message(Leave()) == '{"type":"leave"}'
-    assert encode_client_message(Ping()) == '{"type":"ping"}'
+    assert encode_client_message(Leave()) == b'{"type":"leave"}'
+    assert encode_client_message(Ping()) == b'{"type":"ping"}'
 
 
 def test_decode_joined_from_protocol_example() -> None:
-    message = decode_server_message(
+    message = decode_server_frame(
         '{"type": "joined", "participant": "p_Kz8", "role": "clinician", "consultation": "c_9f",'
         ' "peers": [{"participant": "p_C3", "role": "citizen", "polite": false}], "ice_servers": []}'
     )
@@ -148,11 +150,11 @@ def test_decode_joined_from_protocol_example() -> None:
 
 
 def test_decode_relayed_messages_map_from() -> None:
-    offer = decode_server_message('{"type": "offer", "from": "p_C3", "sdp": "v=0"}')
+    offer = decode_server_frame('{"type": "offer", "from": "p_C3", "sdp": "v=0"}')
     assert offer == RelayedOffer(sender="p_C3", sdp="v=0")
-    end = decode_server_message('{"type": "candidate", "from": "p_C3", "candidate": null}')
+    end = decode_server_frame('{"type": "candidate", "from": "p_C3", "candidate": null}')
     assert end == RelayedCandidate(sender="p_C3", candidate=None)
-    error = decode_server_message('{"type": "error", "code": "unknown_peer", "message": "m", "ref": "offer"}')
+    error = decode_server_frame('{"type": "error", "code": "unknown_peer", "message": "m", "ref": "offer"}')
     assert error == ServerError(code="unknown_peer", message="m", ref="offer")
 
 
@@ -162,15 +164,15 @@ def test_decode_relayed_messages_map_from() -> None:
 )
 def test_decode_rejects_unexpected_frames(raw: str) -> None:
     with pytest.raises((msgspec.ValidationError, msgspec.DecodeError)):
-        decode_server_message(raw)
+        decode_server_frame(raw)
 
 
 def test_ice_servers_from_wire_is_always_a_list() -> None:
     assert ice_servers_from_wire([]) == []
     servers = ice_servers_from_wire(
         [
-            IceServerEntry(urls="stun:turn.stue.example:3478"),
-            IceServerEntry(urls=["turn:turn.stue.example:3478?transport=udp"], username="u", credential="c"),
+            IceServer(urls="stun:turn.stue.example:3478"),
+            IceServer(urls=["turn:turn.stue.example:3478?transport=udp"], username="u", credential="c"),
         ]
     )
     assert [s.urls for s in servers] == [
@@ -184,7 +186,7 @@ def test_ice_servers_from_wire_is_always_a_list() -> None:
 
 
 def test_candidate_host() -> None:
-    init = CandidateInit(candidate="candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host", sdpMid="0", sdpMLineIndex=0)
+    init = IceCandidate(candidate="candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host", sdpMid="0", sdpMLineIndex=0)
     candidate = candidate_from_init(init)
     assert candidate is not None
     assert (candidate.foundation, candidate.component, candidate.protocol) == ("1", 1, "udp")
@@ -199,7 +201,7 @@ def test_candidate_host() -> None:
 
 def test_candidate_srflx_and_tcp_extensions() -> None:
     srflx = candidate_from_init(
-        CandidateInit(
+        IceCandidate(
             candidate="candidate:842163049 1 udp 1677729535 198.51.100.7 61000 typ srflx"
             " raddr 192.0.2.2 rport 50000 generation 0 ufrag abcd network-cost 999",
             sdpMid="0",
@@ -208,20 +210,20 @@ def test_candidate_srflx_and_tcp_extensions() -> None:
     assert srflx is not None
     assert (srflx.type, srflx.relatedAddress, srflx.relatedPort) == ("srflx", "192.0.2.2", 50000)
     tcp = candidate_from_init(
-        CandidateInit(candidate="candidate:2 1 tcp 1518280447 192.0.2.2 9 typ host tcptype active", sdpMLineIndex=1)
+        IceCandidate(candidate="candidate:2 1 tcp 1518280447 192.0.2.2 9 typ host tcptype active", sdpMLineIndex=1)
     )
     assert tcp is not None
     assert (tcp.protocol, tcp.tcpType, tcp.sdpMid, tcp.sdpMLineIndex) == ("tcp", "active", None, 1)
 
 
 def test_candidate_without_prefix_or_mid() -> None:
-    candidate = candidate_from_init(CandidateInit(candidate="1 1 udp 1 192.0.2.2 5000 typ host"))
+    candidate = candidate_from_init(IceCandidate(candidate="1 1 udp 1 192.0.2.2 5000 typ host"))
     assert candidate is not None
     assert (candidate.sdpMid, candidate.sdpMLineIndex) == (None, 0)
 
 
-@pytest.mark.parametrize("init", [None, CandidateInit(candidate="", sdpMid="0")])
-def test_end_of_candidates(init: CandidateInit | None) -> None:
+@pytest.mark.parametrize("init", [None, IceCandidate(candidate="", sdpMid="0")])
+def test_end_of_candidates(init: IceCandidate | None) -> None:
     assert candidate_from_init(init) is None
 
 
@@ -236,7 +238,7 @@ def test_end_of_candidates(init: CandidateInit | None) -> None:
 )
 def test_malformed_candidate(text: str) -> None:
     with pytest.raises(ValueError, match="malformed"):
-        candidate_from_init(CandidateInit(candidate=text, sdpMid="0"))
+        candidate_from_init(IceCandidate(candidate=text, sdpMid="0"))
 
 
 # --- exit codes and report --------------------------------------------------------------------------------
