@@ -126,16 +126,25 @@ async def test_the_same_link_joining_again_replaces_the_old_connection(stue_embe
     assert (await citizen.expect("peer-joined"))["participant"] == second.id
 
 
-async def test_two_server_processes_route_through_redis(
-    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
-) -> None:
-    first = stue_factory(redis_env)
-    second = stue_factory({**redis_env, "STUE_PUBLIC_URL": first.url, "STUE_ALLOWED_ORIGINS": first.url})
+async def pair_on_two_nodes(
+    stue_factory: Callable[..., StueServer], env: dict[str, str]
+) -> tuple[StueServer, StueServer, Client, Client]:
+    """Two server processes on one Redis, serving one public origin; the citizen on the first, the clinician on
+    the second."""
+    first = stue_factory(env)
+    second = stue_factory({**env, "STUE_PUBLIC_URL": first.url})
     links = first.new_consultation()
     citizen = await Client.open(first.ws_url, first.url)
     await citizen.join(token_of(links["citizen_link"]))
     clinician = await Client.open(second.ws_url, first.url)
     await clinician.join(token_of(links["clinician_link"]))
+    return first, second, citizen, clinician
+
+
+async def test_two_server_processes_route_through_redis(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
+) -> None:
+    _, _, citizen, clinician = await pair_on_two_nodes(stue_factory, redis_env)
     assert [p["participant"] for p in clinician.joined["peers"]] == [citizen.id]
     assert (await citizen.expect("peer-joined"))["participant"] == clinician.id
     for i in range(50):
@@ -149,16 +158,10 @@ async def test_two_server_processes_route_through_redis(
 
 
 async def test_a_crashed_server_s_participants_time_out(
-    stue_factory: Callable[..., StueServer], redis7: object, redis_env: dict[str, str]
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
 ) -> None:
     env = {**redis_env, "STUE_MEMBERSHIP_TTL": "2"}
-    first = stue_factory(env)
-    second = stue_factory({**env, "STUE_PUBLIC_URL": first.url, "STUE_ALLOWED_ORIGINS": first.url})
-    links = first.new_consultation()
-    citizen = await Client.open(first.ws_url, first.url)
-    await citizen.join(token_of(links["citizen_link"]))
-    clinician = await Client.open(second.ws_url, first.url)
-    await clinician.join(token_of(links["clinician_link"]))
+    _, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env)
     await citizen.expect("peer-joined")
     second.process.kill()  # no goodbye: only the membership expiry can tell
     left = await citizen.expect("peer-left", timeout=10)
