@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from support import StueServer, free_port, start_server, wait_until
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from support import ROOT, StueServer, free_port, stue_command, token_of
 from wsclient import Client
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from support import ROOT, TIME_SCALE, StueServer, free_port, stue_command
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
+
 from support import StueServer, token_of
 from wsclient import Client
 

@@ -6,8 +6,9 @@ import asyncio
 import json
 from typing import Any
 
-from support import TIME_SCALE
 from websockets.asyncio.client import ClientConnection, connect
+
+from support import TIME_SCALE
 
 
 class Client:

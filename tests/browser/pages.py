@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
 from support import ARTIFACTS, ROOT, TIME_SCALE
 
 CHROMIUM_ARGS = [

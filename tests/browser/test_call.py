@@ -8,8 +8,9 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-from pages import axe_violations, connection_states, screenshot, wait_connected_with_video, wait_state
 from playwright.sync_api import Page
+
+from pages import axe_violations, connection_states, screenshot, wait_connected_with_video, wait_state
 from support import ROOT, TIME_SCALE, StueServer, stue_command
 
 pytestmark = pytest.mark.browser

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from websockets.exceptions import InvalidStatus
+
 from support import StueServer, token_of
 from test_signalling import pair
-from websockets.exceptions import InvalidStatus
 from wsclient import Client
 
 pytestmark = pytest.mark.slow
