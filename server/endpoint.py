@@ -9,7 +9,7 @@ from collections import deque
 from typing import Final
 
 import redis
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
 from server.consultation import (
     JoinAction,
@@ -20,6 +20,7 @@ from server.consultation import (
     TokenBucket,
     new_participant_id,
 )
+from server.eager import start_eagerly
 from server.exceptions import BadToken, BinaryFrame, ClientError, Internal, Replaced, SlowConsumer
 from server.node import Node, now_ms
 from server.protocol import Error, Joined, PeerEntry, PeerLeftReason, encode
@@ -36,7 +37,7 @@ def error_frame(error: ClientError) -> bytes:
 
 
 class Connection:
-    """One client's socket: its session core, and an ordered outbox drained by a writer task while non-empty."""
+    """One client's socket: its session core, and an ordered outbox, drained at once (eagerly) when frames arrive."""
 
     def __init__(self, websocket: WebSocket, node: Node) -> None:
         self.ws = websocket
@@ -44,7 +45,8 @@ class Connection:
         settings = node.settings
         self.session = Session(TokenBucket(rate=settings.frame_rate, burst=settings.frame_burst))
         self.outbox: deque[tuple[Kind, bytes, str, str]] = deque()
-        self.writer: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None  # set while a drain is suspended (backpressure)
+        self.draining = False
         self.holding = False  # while joining, deliveries wait until `joined` is first in line
         self.fatal: ClientError | None = None  # set when the connection must close after the outbox drains
 
@@ -72,10 +74,11 @@ class Connection:
         self.fail(Internal("membership expired on the server; join again"))
 
     def _wake_writer(self) -> None:
-        if self.writer is None and not self.holding:
-            self.writer = asyncio.create_task(self._drain())
+        if self.writer is None and not self.draining and not self.holding:
+            self.writer = start_eagerly(self._drain())
 
     async def _drain(self) -> None:
+        self.draining = True
         try:
             while self.outbox:
                 kind, frame, subject, subject_node = self.outbox.popleft()
@@ -87,12 +90,11 @@ class Connection:
                 await self.ws.send_text(frame.decode())
             if self.fatal is not None and self.fatal.close_code is not None:
                 await self.ws.close(code=self.fatal.close_code)
-        except (RuntimeError, OSError):
-            pass  # the client went away; the receive loop sees the disconnect
+        except Exception:  # whatever the socket raised, the receive loop sees the disconnect
+            log.debug("send failed; the client went away")
         finally:
+            self.draining = False
             self.writer = None
-            if self.outbox and self.ws.application_state is WebSocketState.CONNECTED:
-                self._wake_writer()
 
     # --- inbound -----------------------------------------------------------------------------------------
 
