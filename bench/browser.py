@@ -41,22 +41,46 @@ STEP_TIMEOUT_MS = 20_000
 WRAP_PEER_CONNECTION = """
 (() => {
   const now = () => performance.timeOrigin + performance.now();
-  const bench = (window.__bench = { created: [], connected: [], clickAt: null });
+  const bench = (window.__bench = { created: [], connected: [], clickAt: null, events: [] });
+  const mark = (label) => bench.events.push([now(), label]);
   const Original = window.RTCPeerConnection;
-  if (!Original) return;
-  class BenchPeerConnection extends Original {
+  if (Original) {
+    class BenchPeerConnection extends Original {
+      constructor(...args) {
+        super(...args);
+        bench.created.push(now());
+        mark('pc created');
+        this.addEventListener('connectionstatechange', () => {
+          mark('pc ' + this.connectionState);
+          if (this.connectionState === 'connected') bench.connected.push(now());
+        });
+        this.addEventListener('iceconnectionstatechange', () => mark('ice ' + this.iceConnectionState));
+        this.addEventListener('signalingstatechange', () => mark('signaling ' + this.signalingState));
+      }
+    }
+    window.RTCPeerConnection = BenchPeerConnection;
+  }
+  // Signalling frames by type only (never their content), to see where the time between click and connected goes.
+  const OriginalSocket = window.WebSocket;
+  class BenchSocket extends OriginalSocket {
     constructor(...args) {
       super(...args);
-      bench.created.push(now());
-      this.addEventListener('connectionstatechange', () => {
-        if (this.connectionState === 'connected') bench.connected.push(now());
+      mark('ws created');
+      this.addEventListener('open', () => mark('ws open'));
+      this.addEventListener('message', (event) => {
+        try { mark('recv ' + JSON.parse(event.data).type); } catch { mark('recv ?'); }
       });
     }
+    send(data) {
+      try { mark('send ' + JSON.parse(String(data)).type); } catch { mark('send ?'); }
+      super.send(data);
+    }
   }
-  window.RTCPeerConnection = BenchPeerConnection;
+  window.WebSocket = BenchSocket;
   document.addEventListener('click', (event) => {
     if (bench.clickAt === null && event.target instanceof Element && event.target.closest('#join')) {
       bench.clickAt = now();
+      mark('click #join');
     }
   }, true);
 })();
@@ -131,24 +155,54 @@ async def _stue_run(browser: Any, base_url: str, tokens: dict[str, str]) -> dict
             await page.goto(f"{base_url}/call#t={tokens[role]}")
             pages.append(page)
         for page in pages:
-            await page.wait_for_function("document.body.dataset.state === 'preview'", timeout=STEP_TIMEOUT_MS)
+            await page.wait_for_function("() => document.body.dataset.state === 'preview'", timeout=STEP_TIMEOUT_MS)
+        # Raw mouse clicks at the button's centre (trusted input, like a tap), issued together: page.click's
+        # actionability checks would put ~100 ms of harness time between the two pages.
+        centres = []
         for page in pages:
-            await page.click("#join")
+            box = await page.locator("#join").bounding_box()
+            if box is None:
+                raise RuntimeError("#join is not visible in the preview")
+            centres.append((box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+        await asyncio.gather(*(page.mouse.click(x, y) for page, (x, y) in zip(pages, centres, strict=True)))
         for page in pages:
-            await page.wait_for_function("window.__bench.connected.length > 0", timeout=STEP_TIMEOUT_MS)
-        marks = [await page.evaluate("window.__bench") for page in pages]
-        states = [await page.evaluate("document.body.dataset.state") for page in pages]
-        first_click = marks[0]["clickAt"]
+            await page.wait_for_function("() => window.__bench.connected.length > 0", timeout=STEP_TIMEOUT_MS)
+        marks = [await page.evaluate("() => window.__bench") for page in pages]
+        states = [await page.evaluate("() => document.body.dataset.state") for page in pages]
+        clicks = [m["clickAt"] for m in marks]
+        first_click, last_click = min(clicks), max(clicks)
         connected = [m["connected"][0] for m in marks]
         return {
             "both_ms": max(connected) - first_click,
+            "from_second_click_ms": max(connected) - last_click,
             "each_ms": [c - m["clickAt"] for c, m in zip(connected, marks, strict=True)],
-            "click_gap_ms": marks[1]["clickAt"] - first_click,
+            "click_gap_ms": last_click - first_click,
+            "segments_ms": [_segments(m) for m in marks],
             "states": states,
+            "timeline": [[[round(t - first_click, 1), label] for t, label in m["events"]] for m in marks],
         }
     finally:
         for context in contexts:
             await context.close()
+
+
+def _segments(marks: dict[str, Any]) -> dict[str, float | None]:
+    """Where one page's click → connected went: socket open, join round trip, joined → connected."""
+
+    def first(label: str) -> float | None:
+        return next((t for t, name in marks["events"] if name == label), None)
+
+    click, ws_open, join_sent = marks["clickAt"], first("ws open"), first("send join")
+    joined, connected = first("recv joined"), first("pc connected")
+
+    def span(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(b - a, 1)
+
+    return {
+        "click_to_ws_open": span(click, ws_open),
+        "join_round_trip": span(join_sent, joined),
+        "joined_to_connected": span(joined, connected),
+    }
 
 
 async def _floor_run(browser: Any, url: str) -> dict[str, Any]:
@@ -156,7 +210,7 @@ async def _floor_run(browser: Any, url: str) -> dict[str, Any]:
     try:
         page = await context.new_page()
         await page.goto(url)
-        result: dict[str, Any] = await asyncio.wait_for(page.evaluate("floor()"), STEP_TIMEOUT_MS / 1000)
+        result: dict[str, Any] = await asyncio.wait_for(page.evaluate("() => floor()"), STEP_TIMEOUT_MS / 1000)
         return result
     finally:
         await context.close()
@@ -171,7 +225,7 @@ async def _measure(base_url: str, floor_url: str, tokens: list[dict[str, str]]) 
         try:
             for i, pair_tokens in enumerate(tokens):
                 run: dict[str, Any] = {}
-                for name in (("stue", "floor") if i % 2 == 0 else ("floor", "stue")):
+                for name in ("stue", "floor") if i % 2 == 0 else ("floor", "stue"):
                     if name == "stue":
                         run["stue"] = await _stue_run(browser, base_url, pair_tokens)
                     else:
@@ -199,12 +253,21 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
     stue_ms = [float(r["stue"]["both_ms"]) for r in runs]
     floor_ms = [float(r["floor"]["both_ms"]) for r in runs]
     metrics = [paired("join", "browser click→both connected", "ms", stue_ms, floor_ms, "ratio <= 1.3")]
+    segments = {
+        key: statistics.median(seg[key] for r in runs for seg in r["stue"]["segments_ms"] if seg[key] is not None)
+        for key in ("click_to_ws_open", "join_round_trip", "joined_to_connected")
+    }
+    from_second = statistics.median(r["stue"]["from_second_click_ms"] for r in runs)
     notes = [
         f"Browser part: {len(runs)} pairs after 1 warm-up, Chromium {CHROMIUM} with fake devices. Stue value = "
         "first page's click on #join → the later of the two pages' first RTCPeerConnection 'connected' "
-        "(page 2 is clicked right after page 1; median click gap "
-        f"{statistics.median(r['stue']['click_gap_ms'] for r in runs):.0f} ms).",
+        "(both pages are clicked together; median click gap "
+        f"{statistics.median(r['stue']['click_gap_ms'] for r in runs):.0f} ms); from the later click: "
+        f"{from_second:.0f} ms.",
+        "Browser Stue, per page (medians): click → WebSocket open "
+        f"{segments['click_to_ws_open']:.0f} ms, join → joined {segments['join_round_trip']:.0f} ms, "
+        f"joined → RTCPeerConnection connected {segments['joined_to_connected']:.0f} ms.",
         "Browser floor: one page, camera already taken, pc1↔pc2 with candidates exchanged in-page, "
         "start → both 'connected'.",
     ]
-    return metrics, {"runs": runs, "notes": notes}
+    return metrics, {"runs": runs, "segments_ms": segments, "notes": notes}

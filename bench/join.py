@@ -16,7 +16,7 @@ from bench.procs import LOG_DIR, ROOT, raise_nofile, start_redis, start_stue
 from bench.report import Metric, paired
 
 PROBE_TIMEOUT_S = 20.0
-PROBE_LINGER_S = 0.5
+PROBE_LINGER_S = 2.0  # each probe waits for the other to confirm media; shorter makes the slower one time out
 
 
 def _probe_part(quick: bool) -> tuple[list[Metric], dict[str, Any]]:

@@ -25,8 +25,12 @@ async def stue_pair(citizen: str, clinician: str, timeout_s: float, linger: floa
     )
     out: dict[str, Any] = {}
     for role, report in zip(("citizen", "clinician"), reports, strict=True):
-        out[role] = {"ok": report.ok, "error": report.error, "connect_ms": report.connect_ms,
-                     "negotiate_ms": report.negotiate_ms}
+        out[role] = {
+            "ok": report.ok,
+            "error": report.error,
+            "connect_ms": report.connect_ms,
+            "negotiate_ms": report.negotiate_ms,
+        }
     return out
 
 

@@ -117,14 +117,27 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[rank - 1])
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all processes on the machine have used (from /proc/stat), to see how noisy a run was."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_of(pids: list[int]) -> dict[str, float]:
     out = {str(pid): cpu_seconds(pid) for pid in pids}
     out["loadgen"] = cpu_seconds(os.getpid())
+    out["machine"] = machine_busy_seconds()
     return out
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {key: round(after[key] - before[key], 4) for key in before}
+    """Per-process CPU seconds over the window, and `others`: what the rest of the machine used meanwhile."""
+    delta = {key: round(after[key] - before[key], 4) for key in before}
+    ours = sum(v for k, v in delta.items() if k != "machine")
+    delta["others"] = round(max(0.0, delta.pop("machine") - ours), 4)
+    return delta
 
 
 async def _open_ws(url: str, origin: str) -> ClientConnection:

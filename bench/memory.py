@@ -31,8 +31,17 @@ def _measure(kind: str, lg: LoadGen, redis: Proc, participants: int) -> dict[str
         tokens = create_consultations(redis.extra["url"], participants // 2)
         before = settle_rss(proc.pid)
         redis_before = rss_kib(redis.pid)
-        opened = lg.call({"cmd": "open", "group": "idle", "kind": kind, "origin": ORIGIN, "concurrency": 64,
-                          "pairs": _pairs(kind, proc, tokens)}, timeout=300)
+        opened = lg.call(
+            {
+                "cmd": "open",
+                "group": "idle",
+                "kind": kind,
+                "origin": ORIGIN,
+                "concurrency": 64,
+                "pairs": _pairs(kind, proc, tokens),
+            },
+            timeout=300,
+        )
         after = settle_rss(proc.pid, quiet_s=1.0, timeout_s=10.0)
         redis_after = rss_kib(redis.pid)
         proc.check_alive()
@@ -58,7 +67,7 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
     try:
         with LoadGen() as lg:
             for i in range(pairs):
-                for kind in (("stue", "bare") if i % 2 == 0 else ("bare", "stue")):
+                for kind in ("stue", "bare") if i % 2 == 0 else ("bare", "stue"):
                     runs[kind].append(_measure(kind, lg, redis, participants))
     finally:
         redis.stop()
@@ -67,8 +76,14 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
         return [float(r[key]) for r in runs[name]]
 
     metrics = [
-        paired("memory", f"RSS per idle participant, {participants:,}", "KiB",
-               col("stue", "kib_per_participant"), col("bare", "kib_per_participant"), "stue <= 40"),
+        paired(
+            "memory",
+            f"RSS per idle participant, {participants:,}",
+            "KiB",
+            col("stue", "kib_per_participant"),
+            col("bare", "kib_per_participant"),
+            "stue <= 40",
+        ),
     ]
     redis_kib = sorted(col("stue", "redis_kib_per_participant"))[len(runs["stue"]) // 2]
     notes = [
@@ -76,5 +91,8 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
         "RSS = /proc/<pid>/status VmRSS after − before, after warm-up connections.",
         f"Not counted above: redis-server grows ~{redis_kib:.1f} KiB per Stue participant (membership, deadlines).",
     ]
-    return metrics, {"config": {"participants": participants, "pairs": pairs, "quick": quick},
-                     "runs": runs, "notes": notes}
+    return metrics, {
+        "config": {"participants": participants, "pairs": pairs, "quick": quick},
+        "runs": runs,
+        "notes": notes,
+    }

@@ -117,8 +117,23 @@ def start_redis() -> Proc:
     port = free_port()
     proc = _spawn(
         "redis",
-        ["/usr/bin/redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--protected-mode", "yes", "--dir", tempfile.gettempdir()],
+        [
+            "/usr/bin/redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--dir",
+            tempfile.gettempdir(),
+        ],
         None,
         port,
     )

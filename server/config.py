@@ -26,6 +26,7 @@ class Settings:
     node_id: str | None = None  # None: a random id per process
     frame_rate: float = 50.0  # frames per second a connection may send, after
     frame_burst: float = 200.0  # a burst of this many
+    join_timeout_s: float = 600.0  # a socket opened ahead of the tap may wait this long for `join`
 
     @property
     def public_origin(self) -> str:
@@ -92,6 +93,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "STUE_NODE_ID",
         "STUE_FRAME_RATE",
         "STUE_FRAME_BURST",
+        "STUE_JOIN_TIMEOUT",
     }
     unknown = sorted(k for k in env if k.startswith("STUE_") and k not in known)
     if unknown:
@@ -117,4 +119,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         node_id=node_id,
         frame_rate=_parse_positive("STUE_FRAME_RATE", env.get("STUE_FRAME_RATE", "50")),
         frame_burst=_parse_positive("STUE_FRAME_BURST", env.get("STUE_FRAME_BURST", "200")),
+        join_timeout_s=_parse_positive("STUE_JOIN_TIMEOUT", env.get("STUE_JOIN_TIMEOUT", "600")),
     )

@@ -21,7 +21,7 @@ from server.consultation import (
     new_participant_id,
 )
 from server.eager import start_eagerly
-from server.exceptions import BadToken, BinaryFrame, ClientError, Internal, Replaced, SlowConsumer
+from server.exceptions import BadToken, BinaryFrame, ClientError, Internal, JoinTimeout, Replaced, SlowConsumer
 from server.node import Node, now_ms
 from server.protocol import Error, Joined, PeerEntry, PeerLeftReason, encode
 from server.routing import Kind
@@ -101,9 +101,17 @@ class Connection:
     async def run(self) -> None:
         reason: PeerLeftReason = "disconnected"
         loop = asyncio.get_running_loop()
+        join_deadline = loop.time() + self.node.settings.join_timeout_s
         try:
             while self.fatal is None:
-                message = await self.ws.receive()
+                if self.session.participant is None:
+                    try:
+                        message = await asyncio.wait_for(self.ws.receive(), join_deadline - loop.time())
+                    except TimeoutError:
+                        self.fail(JoinTimeout("no join within the join deadline"))
+                        continue
+                else:
+                    message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 try:

@@ -83,6 +83,13 @@ class NotJoined(ClientError):
     code = "not_joined"
 
 
+class JoinTimeout(ClientError):
+    """Raised when a connection has not sent `join` within the join deadline."""
+
+    code = "join_timeout"
+    close_code = 1008
+
+
 class AlreadyJoined(ClientError):
     """Raised when `join` arrives on a connection that has joined."""
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +187,22 @@ async def test_many_clients_in_parallel(stue_embedded: StueServer) -> None:
         await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0"})
     for citizen, clinician in pairs:
         assert (await citizen.expect("offer"))["from"] == clinician.id
+
+
+async def test_a_socket_that_never_joins_is_closed_after_the_join_deadline(
+    stue_factory: Callable[..., StueServer], tmp_path: Path
+) -> None:
+    server = stue_factory({"STUE_DATA_DIR": str(tmp_path / "data"), "STUE_JOIN_TIMEOUT": "1"})
+    idle = await Client.open(server.ws_url, server.url)
+    for _ in range(3):  # keeping busy does not extend the deadline
+        await idle.send({"type": "ping"})
+        await idle.expect("pong")
+        await asyncio.sleep(0.4)
+    assert (await idle.expect("error", timeout=5))["code"] == "join_timeout"
+    assert await idle.closed() == 1008
+    # joining in time keeps the socket: the deadline does not apply once joined
+    links = server.new_consultation()
+    member = await Client.open(server.ws_url, server.url)
+    await member.join(token_of(links["citizen_link"]))
+    with pytest.raises(TimeoutError):
+        await member.recv(timeout=2)

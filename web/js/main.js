@@ -35,6 +35,9 @@ const session = {
   errorAction: null,
   /** @type {WakeLockSentinel | null} */
   wakeLock: null,
+  /** A socket opened while the preview shows, so the tap joins without waiting for a handshake. */
+  /** @type {WebSocket | null} */
+  spareSocket: null,
 };
 
 // ---- errors -------------------------------------------------------------------------------------
@@ -111,7 +114,8 @@ async function rejoin() {
 
 function openSignalling() {
   if (!session.token) return;
-  const signalling = new Signalling({ url: socketUrl(location), token: session.token });
+  const signalling = new Signalling({ url: socketUrl(location), token: session.token, socket: session.spareSocket });
+  session.spareSocket = null;
   session.signalling = signalling;
   session.joined = false;
 
@@ -312,6 +316,12 @@ async function boot() {
   if (!session.token) {
     showError('bad_link');
     return;
+  }
+  // Opening the socket sends nothing: the others learn of us only when the tap sends `join`.
+  try {
+    session.spareSocket = new WebSocket(socketUrl(location));
+  } catch (err) {
+    console.warn('signalling: could not open the socket ahead', err);
   }
   await startPreview();
 }

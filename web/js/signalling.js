@@ -48,6 +48,7 @@ const TRANSITIONS = {
  * @typedef {object} SignallingOptions
  * @property {string} url
  * @property {string} token
+ * @property {WebSocket | null} [socket]  a socket opened ahead (at page load, before the tap), used first
  * @property {typeof WebSocket} [WebSocketImpl]
  * @property {number} [pingIntervalMs]
  * @property {number} [initialBackoffMs]
@@ -67,6 +68,8 @@ export class Signalling extends Emitter {
   #pingTimer;
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #retryTimer;
+  /** @type {WebSocket | null} */
+  #spare;
   #url;
   #token;
   #WebSocket;
@@ -79,6 +82,7 @@ export class Signalling extends Emitter {
     super();
     this.#url = options.url;
     this.#token = options.token;
+    this.#spare = options.socket ?? null;
     this.#WebSocket = options.WebSocketImpl ?? WebSocket;
     this.#pingIntervalMs = options.pingIntervalMs ?? protocol.PING_INTERVAL_MS;
     this.#initialBackoffMs = options.initialBackoffMs ?? 1000;
@@ -89,24 +93,28 @@ export class Signalling extends Emitter {
     return this.#state;
   }
 
-  /** Open the socket and join. */
+  /** Open the socket (or take the one opened ahead) and join. */
   connect() {
     this.#setState(SignallingState.CONNECTING);
-    let socket;
-    try {
-      socket = new this.#WebSocket(this.#url);
-    } catch (err) {
-      console.warn('signalling: cannot open socket', err);
-      this.#scheduleRetry();
-      return;
+    let socket = this.#spare;
+    this.#spare = null;
+    if (!socket || socket.readyState > this.#WebSocket.OPEN) {
+      try {
+        socket = new this.#WebSocket(this.#url);
+      } catch (err) {
+        console.warn('signalling: cannot open socket', err);
+        this.#scheduleRetry();
+        return;
+      }
     }
-    this.#socket = socket;
-    socket.onopen = () => {
+    const opened = () => {
       if (this.#socket !== socket) return;
       this.#setState(SignallingState.JOINING);
       this.#write(protocol.join(this.#token));
       this.#startPing();
     };
+    this.#socket = socket;
+    socket.onopen = opened;
     socket.onmessage = (event) => {
       if (this.#socket !== socket) return;
       if (typeof event.data !== 'string') return;
@@ -119,6 +127,7 @@ export class Signalling extends Emitter {
     };
     // onerror is always followed by onclose; nothing to do here.
     socket.onerror = () => {};
+    if (socket.readyState === this.#WebSocket.OPEN) opened();
   }
 
   /** When the browser says the network is back, skip the rest of the backoff. */
