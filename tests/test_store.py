@@ -101,3 +101,16 @@ async def test_embedded_redis_keeps_consultations_across_restarts(tmp_path: Path
         assert await store.resolve(made.tokens["citizen"]) == (made.consultation, "citizen")
     finally:
         await handle.close()
+
+
+async def test_refresh_in_batches_reports_exactly_the_lost_memberships(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    for i in range(25):
+        await store.join(
+            made.consultation,
+            Member(f"p_{i}", "citizen", "n1", f"link{i}"),
+            now_ms=NOW,
+        )
+    pairs = [(made.consultation, f"p_{i}") for i in range(25)] + [(made.consultation, "p_gone")]
+    assert await store.refresh(pairs, now_ms=NOW + 40_000, batch=7) == [(made.consultation, "p_gone")]
+    assert await store.sweep(now_ms=NOW + 50_000) == []  # all 25 were pushed back to NOW + 85 s

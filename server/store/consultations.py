@@ -82,6 +82,7 @@ class ConsultationStore:
         self._join: AsyncScript = redis.register_script(_load("join.lua"))
         self._leave: AsyncScript = redis.register_script(_load("leave.lua"))
         self._sweep: AsyncScript = redis.register_script(_load("sweep.lua"))
+        self._refresh: AsyncScript = redis.register_script(_load("refresh.lua"))
 
     async def create(self, *, now_ms: int, ttl_s: int) -> NewConsultation:
         cid = new_consultation_id()
@@ -133,16 +134,22 @@ class ConsultationStore:
             return None
         return _members(result[1:])
 
-    async def refresh(self, memberships: list[tuple[str, str]], *, now_ms: int) -> list[tuple[str, str]]:
-        """Push back the deadlines of (consultation, participant) pairs; returns the pairs no longer members."""
-        if not memberships:
-            return []
+    async def refresh(
+        self, memberships: list[tuple[str, str]], *, now_ms: int, batch: int = 1000
+    ) -> list[tuple[str, str]]:
+        """Push back the deadlines of (consultation, participant) pairs; returns the pairs no longer members.
+
+        One script call per `batch` pairs, so a node with thousands of participants never holds the event loop
+        (or Redis) for long.
+        """
         deadline = now_ms + self.membership_ttl_ms
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid, pid in memberships:
-                pipe.zadd(DEADLINES, {f"{cid}:{pid}": deadline}, xx=True, ch=True)
-            changed = await pipe.execute()
-        return [pair for pair, ok in zip(memberships, changed, strict=True) if not ok]
+        lost: list[tuple[str, str]] = []
+        for start in range(0, len(memberships), batch):
+            entries = [f"{cid}:{pid}" for cid, pid in memberships[start : start + batch]]
+            for entry in await self._refresh(keys=[DEADLINES], args=[deadline, *entries]):
+                cid, pid = entry.decode().split(":", 1)
+                lost.append((cid, pid))
+        return lost
 
     async def sweep(self, *, now_ms: int, limit: int = 500) -> list[Swept]:
         result = await self._sweep(keys=[DEADLINES], args=[now_ms, limit, PREFIX])
