@@ -63,7 +63,10 @@ export class Peer extends Emitter {
       // without a second round. The timer covers a newcomer that never offers.
       this.#fallbackTimer = setTimeout(() => this.#addLocalTracks(), POLITE_OFFER_FALLBACK_MS);
     } else {
-      this.#addLocalTracks(); // fires negotiationneeded → our offer
+      this.#addLocalTracks();
+      // Offer now rather than on negotiationneeded, which a busy page delivers a task later; the event that
+      // follows finds the negotiation under way and does nothing.
+      void this.#offer();
     }
   }
 
@@ -111,17 +114,7 @@ export class Peer extends Emitter {
 
   #wire() {
     const pc = this.#pc;
-    pc.onnegotiationneeded = async () => {
-      try {
-        this.#makingOffer = true;
-        await pc.setLocalDescription();
-        this.#sendDescription();
-      } catch (err) {
-        console.warn(`peer ${this.id}: could not make an offer`, err);
-      } finally {
-        this.#makingOffer = false;
-      }
-    };
+    pc.onnegotiationneeded = () => void this.#offer();
     pc.onicecandidate = ({ candidate }) => {
       // null (and, in some browsers, an empty candidate) marks the end of gathering.
       const init = candidate && candidate.candidate ? candidate.toJSON() : null;
@@ -141,6 +134,20 @@ export class Peer extends Emitter {
     };
     pc.oniceconnectionstatechange = () => this.#onConnectivity();
     pc.onconnectionstatechange = () => this.#onConnectivity();
+  }
+
+  async #offer() {
+    const pc = this.#pc;
+    if (this.#makingOffer || this.#closed || pc.signalingState !== 'stable') return;
+    try {
+      this.#makingOffer = true;
+      await pc.setLocalDescription();
+      this.#sendDescription();
+    } catch (err) {
+      console.warn(`peer ${this.id}: could not make an offer`, err);
+    } finally {
+      this.#makingOffer = false;
+    }
   }
 
   #addLocalTracks() {
