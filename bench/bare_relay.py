@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-from server.protocol import TRANSPORT_MAX_BYTES
+from server.cli import UVICORN_OPTIONS
 
 Send = Any
 ROUTES: dict[str, Send] = {}
@@ -65,19 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.bare_relay")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        ws="websockets-sansio",
-        ws_max_size=TRANSPORT_MAX_BYTES,
-        ws_per_message_deflate=False,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        access_log=False,
-        log_level="info",
-        lifespan="on",
-    )
+    uvicorn.run(app, host="127.0.0.1", port=args.port, **UVICORN_OPTIONS)
 
 
 if __name__ == "__main__":
