@@ -101,13 +101,18 @@ def wait_state(page: Page, state: str, timeout: float = 15.0) -> None:
     page.wait_for_function("(s) => document.body.dataset.state === s", arg=state, timeout=timeout * 1000 * TIME_SCALE)
 
 
+def wait_frames_after(page: Page, frames: int, timeout: float = 20.0) -> None:
+    """Until the page's connected peer connections have decoded more than `frames` video frames."""
+    deadline = time.monotonic() + timeout * TIME_SCALE
+    while frames_decoded(page) <= frames:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no new video decoded; peer connections are {connection_states(page)}")
+        page.wait_for_timeout(200)
+
+
 def wait_connected_with_video(page: Page, timeout: float = 20.0) -> None:
     """Until a connected peer connection of the page has decoded video frames."""
-    deadline = time.monotonic() + timeout * TIME_SCALE
-    while frames_decoded(page) == 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no video decoded; peer connections are {connection_states(page)}")
-        page.wait_for_timeout(200)
+    wait_frames_after(page, 0, timeout)
 
 
 def frames_decoded(page: Page) -> int:

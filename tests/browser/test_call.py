@@ -6,11 +6,20 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
 
-from pages import axe_violations, connection_states, screenshot, wait_connected_with_video, wait_state
+from pages import (
+    axe_violations,
+    connection_states,
+    frames_decoded,
+    screenshot,
+    wait_connected_with_video,
+    wait_frames_after,
+    wait_state,
+)
 from support import ROOT, TIME_SCALE, StueServer, stue_command
 
 pytestmark = pytest.mark.browser
@@ -131,3 +140,60 @@ def test_the_call_page_passes_axe_in_both_languages(
     screenshot(citizen, f"call-in-call-tablet-{language}")
     texts = citizen.locator("#view-call").inner_text()
     assert ("End call" in texts) == (language == "en")
+
+
+#: The remote ICE username fragment of each connected peer connection: it changes with every ICE restart.
+REMOTE_UFRAGS = """() => window.__pcs
+  .filter((pc) => pc.connectionState === 'connected')
+  .map((pc) => pc.remoteDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1])"""
+
+
+@pytest.mark.parametrize("both_sides", [False, True], ids=["one-side", "glare"])
+def test_ice_restart_goes_through_signalling(
+    stue_embedded: StueServer, open_page: Callable[..., Page], both_sides: bool
+) -> None:
+    links = stue_embedded.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    join(citizen)
+    join(clinician)
+    wait_connected_with_video(citizen)
+    wait_connected_with_video(clinician)
+    before = citizen.evaluate(REMOTE_UFRAGS), clinician.evaluate(REMOTE_UFRAGS)
+    # What the page does on ICE `disconnected`; both at once is an offer collision that perfect negotiation
+    # must resolve (the polite side rolls back).
+    citizen.evaluate("() => window.__pcs.forEach((pc) => pc.connectionState === 'connected' && pc.restartIce())")
+    if both_sides:
+        clinician.evaluate("() => window.__pcs.forEach((pc) => pc.connectionState === 'connected' && pc.restartIce())")
+    for page, old in zip((citizen, clinician), before, strict=True):
+        page.wait_for_function(
+            f"(old) => {{ const now = ({REMOTE_UFRAGS})(); return now.length === 1 && now[0] !== old[0]; }}",
+            arg=old,
+            timeout=15_000 * TIME_SCALE,
+        )
+    for page in (citizen, clinician):
+        wait_frames_after(page, frames_decoded(page))  # media still flows after the restart
+        assert connection_states(page).count("connected") == 1
+    assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
+
+
+def test_both_pages_rejoin_after_the_server_restarts(
+    stue_factory: Callable[..., StueServer], open_page: Callable[..., Page], tmp_path: Path
+) -> None:
+    env = {"STUE_DATA_DIR": str(tmp_path / "data")}
+    server = stue_factory(env)
+    links = server.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    join(citizen)
+    join(clinician)
+    wait_connected_with_video(citizen)
+    server.stop()
+    # The consultation lives on in the embedded Redis's files; the pages reconnect with backoff and re-join.
+    stue_factory(env, port=server.port)
+    for page in (citizen, clinician):
+        page.wait_for_function("() => window.__pcs.length >= 2", timeout=30_000 * TIME_SCALE)
+        wait_state(page, "in-call", timeout=30)
+        wait_frames_after(page, 0, timeout=30)
+        assert connection_states(page).count("connected") == 1
+    screenshot(citizen, "call-after-server-restart-tablet")
