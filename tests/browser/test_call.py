@@ -33,6 +33,17 @@ def join(page: Page) -> None:
     page.click("#join")
 
 
+def in_call(open_page: Callable[..., Page], links: dict[str, str]) -> tuple[Page, Page]:
+    """A citizen on a tablet and a clinician on a desktop, joined and seeing each other."""
+    citizen = open_page(links["citizen_link"], **TABLET)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    join(citizen)
+    join(clinician)
+    wait_connected_with_video(citizen)
+    wait_connected_with_video(clinician)
+    return citizen, clinician
+
+
 def test_two_browsers_see_each_other(stue: StueServer, open_page: Callable[..., Page]) -> None:
     links = stue.new_consultation()
     citizen = open_page(links["citizen_link"], **TABLET)
@@ -52,11 +63,7 @@ def test_two_browsers_see_each_other(stue: StueServer, open_page: Callable[..., 
 
 def test_a_peer_leaves_and_comes_back(stue_embedded: StueServer, open_page: Callable[..., Page]) -> None:
     links = stue_embedded.new_consultation()
-    citizen = open_page(links["citizen_link"], **TABLET)
-    clinician = open_page(links["clinician_link"], **DESKTOP)
-    join(citizen)
-    join(clinician)
-    wait_connected_with_video(citizen)
+    citizen, clinician = in_call(open_page, links)
     clinician.click("#hangup")
     wait_state(clinician, "ended")
     wait_state(citizen, "waiting")
@@ -153,12 +160,7 @@ def test_ice_restart_goes_through_signalling(
     stue_embedded: StueServer, open_page: Callable[..., Page], both_sides: bool
 ) -> None:
     links = stue_embedded.new_consultation()
-    citizen = open_page(links["citizen_link"], **TABLET)
-    clinician = open_page(links["clinician_link"], **DESKTOP)
-    join(citizen)
-    join(clinician)
-    wait_connected_with_video(citizen)
-    wait_connected_with_video(clinician)
+    citizen, clinician = in_call(open_page, links)
     before = citizen.evaluate(REMOTE_UFRAGS), clinician.evaluate(REMOTE_UFRAGS)
     # What the page does on ICE `disconnected`; both at once is an offer collision that perfect negotiation
     # must resolve (the polite side rolls back).
@@ -183,11 +185,7 @@ def test_both_pages_rejoin_after_the_server_restarts(
     env = {"STUE_DATA_DIR": str(tmp_path / "data")}
     server = stue_factory(env)
     links = server.new_consultation()
-    citizen = open_page(links["citizen_link"], **TABLET)
-    clinician = open_page(links["clinician_link"], **DESKTOP)
-    join(citizen)
-    join(clinician)
-    wait_connected_with_video(citizen)
+    citizen, clinician = in_call(open_page, links)
     server.stop()
     # The consultation lives on in the embedded Redis's files; the pages reconnect with backoff and re-join.
     stue_factory(env, port=server.port)
