@@ -25,25 +25,32 @@ log = logging.getLogger(__name__)
 
 WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
 
-CSP: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; font-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS: Final = [
-    (b"content-security-policy", CSP.encode()),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"permissions-policy", b"camera=(self), microphone=(self), geolocation=()"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
+
+def content_security_policy(public_origin: str) -> str:
+    """No inline script or style, nothing from elsewhere; the socket only to our own origin.
+
+    The WebSocket origin is named as well as 'self', for browsers (older Safari) where 'self' does not cover ws:.
+    """
+    socket_origin = public_origin.replace("http", "ws", 1)
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        f"media-src 'self' blob: mediastream:; connect-src 'self' {socket_origin}; font-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 class SecurityHeaders:
     """Adds CSP and friends to every HTTP response (not to WebSocket handshakes)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, public_origin: str) -> None:
         self.app = app
+        self.headers = [
+            (b"content-security-policy", content_security_policy(public_origin).encode()),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"permissions-policy", b"camera=(self), microphone=(self), geolocation=()"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +59,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -97,5 +104,5 @@ def create_app(settings: Settings, redis_handle: RedisHandle | None = None) -> S
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, public_origin=settings.public_origin)
     return app

@@ -177,6 +177,7 @@ def test_health_and_security_headers(stue: StueServer) -> None:
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp
         assert "unsafe-inline" not in csp
+        assert f"connect-src 'self' {stue.ws_url.removesuffix('/ws')};" in csp
         assert response.headers["referrer-policy"] == "no-referrer"
 
 
