@@ -2,53 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from support import StueServer, free_port, start_server, wait_until
-
-
-@dataclass
-class RedisServer:
-    url: str
-    process: subprocess.Popen[bytes]
+from support import RedisServer, StueServer, start_redis, start_server
 
 
 @pytest.fixture(scope="session")
 def redis7() -> Iterator[RedisServer]:
     """Debian's redis-server (7.x) on a free port, with AOF on, in a temporary directory."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        pytest.fail("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="stue-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "yes",
-         "--save", "", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-    def answers() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    wait_until(answers, 10, "redis-server")
-    yield RedisServer(f"redis://127.0.0.1:{port}/0", process)
-    process.terminate()
-    process.wait(10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    server = start_redis()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=["embedded", "redis7"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -111,3 +113,43 @@ def start_server(env: dict[str, str], log_dir: Path, port: int | None = None) ->
         server.stop()
         raise
     return server
+
+
+@dataclass
+class RedisServer:
+    url: str
+    port: int
+    workdir: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self, *, keep_files: bool = False) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        if not keep_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_redis(port: int | None = None, workdir: str | None = None) -> RedisServer:
+    """Debian's redis-server on a free loopback port (or `port`), AOF on, files in `workdir` (or a new one)."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise RuntimeError("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
+    port = port or free_port()
+    workdir = workdir or tempfile.mkdtemp(prefix="stue-redis-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "yes",
+         "--save", "", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    wait_until(answers, 10, "redis-server")
+    return RedisServer(f"redis://127.0.0.1:{port}/0", port, workdir, process)

@@ -10,6 +10,8 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from server.config import Settings
 from server.exceptions import ConfigError
@@ -17,6 +19,14 @@ from server.exceptions import ConfigError
 log = logging.getLogger(__name__)
 
 EMBEDDED_DB = "stue.rdb"
+
+#: After Redis restarts, pooled connections are dead: retry a command on a fresh one, briefly, before failing.
+_RESILIENCE: dict[str, Any] = {
+    "socket_connect_timeout": 3,
+    "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=4),
+    "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    "health_check_interval": 15,
+}
 
 
 @dataclass
@@ -65,10 +75,10 @@ async def open_redis(settings: Settings) -> RedisHandle:
     embedded = None
     if settings.redis_url is None:
         embedded = await asyncio.to_thread(start_embedded, settings.data_dir)
-        client = aioredis.Redis(unix_socket_path=embedded.socket_file)
+        client = aioredis.Redis(unix_socket_path=embedded.socket_file, **_RESILIENCE)
         where = f"embedded Redis in {settings.data_dir}"
     else:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+        client = aioredis.Redis.from_url(settings.redis_url, **_RESILIENCE)
         where = "STUE_REDIS_URL"
     try:
         await client.ping()
