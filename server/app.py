@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
+import msgspec
 import redis
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.config import Settings
 from server.endpoint import signalling_endpoint
 from server.node import Node
+from server.protocol import LinkCheck
 from server.store.connection import RedisHandle, open_redis
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,22 @@ async def call_page(request: Request) -> Response:
     return FileResponse(WEB_DIR / "call.html", headers={"cache-control": "no-store"})
 
 
+async def link_status(request: Request) -> Response:
+    """Whether a link still opens a consultation, and as which role; nothing else about it."""
+    body = await request.body()
+    if len(body) > 1024:
+        return JSONResponse({"error": "too_large"}, status_code=413)
+    try:
+        check = msgspec.json.decode(body, type=LinkCheck)
+    except msgspec.MsgspecError:
+        return JSONResponse({"error": "bad_request"}, status_code=400)
+    node: Node = request.app.state.node
+    found = await node.store.resolve(check.token)
+    if found is None:
+        return JSONResponse({"error": "bad_token"}, status_code=404, headers={"cache-control": "no-store"})
+    return JSONResponse({"role": found[1]}, headers={"cache-control": "no-store"})
+
+
 async def healthz(request: Request) -> Response:
     node: Node = request.app.state.node
     try:
@@ -99,6 +117,7 @@ def create_app(settings: Settings, redis_handle: RedisHandle | None = None) -> S
         routes=[
             Route("/call", call_page),
             Route("/healthz", healthz),
+            Route("/api/link", link_status, methods=["POST"]),
             WebSocketRoute("/ws", signalling_endpoint),
             Mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static"),
         ],

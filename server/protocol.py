@@ -134,6 +134,12 @@ def parse_frame(text: str | bytes) -> ClientMessage:
     return message
 
 
+class LinkCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of `POST /api/link`: is this link's token good? (The call page asks before it asks for the camera.)"""
+
+    token: Token
+
+
 # --- server → client -------------------------------------------------------------------------------------
 
 

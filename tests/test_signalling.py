@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -207,3 +208,23 @@ async def test_a_socket_that_never_joins_is_closed_after_the_join_deadline(
     await member.join(token_of(links["citizen_link"]))
     with pytest.raises(TimeoutError):
         await member.recv(timeout=2)
+
+
+def post_link(server: StueServer, body: bytes) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(f"{server.url}/api/link", data=body, method="POST")  # noqa: S310 - loopback
+    request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_link_check_tells_only_whether_a_link_opens_and_as_which_role(stue: StueServer) -> None:
+    links = stue.new_consultation()
+    token = token_of(links["clinician_link"])
+    assert post_link(stue, json.dumps({"token": token}).encode()) == (200, {"role": "clinician"})
+    assert post_link(stue, json.dumps({"token": "Z" * 32}).encode()) == (404, {"error": "bad_token"})
+    assert post_link(stue, b'{"token": "short"}')[0] == 400
+    assert post_link(stue, json.dumps({"token": token, "extra": 1}).encode())[0] == 400
+    assert post_link(stue, b"x" * 2000)[0] == 413

@@ -113,8 +113,9 @@ def test_chromium_and_stue_probe_interoperate(
 
 def test_a_bad_link_shows_a_calm_error(stue_embedded: StueServer, open_page: Callable[..., Page]) -> None:
     page = open_page(f"{stue_embedded.url}/call#t={'x' * 32}", **TABLET)
-    join(page)
+    # Told at once, without a tap and before the browser would ask for the camera.
     wait_state(page, "error")
+    assert page.evaluate("() => document.querySelector('#preview-video').srcObject") is None
     assert page.evaluate("document.body.dataset.error") == "bad_link"
     assert page.locator("#main").inner_text().strip() != ""
     screenshot(page, "call-bad-link-tablet")

@@ -1,6 +1,7 @@
 /** The call page: wires media, signalling, peers and the views together. */
 
 import * as i18n from './i18n.js';
+import { checkLink } from './links.js';
 import { LocalMedia, MediaError, isSupported } from './media.js';
 import { Peer } from './peer.js';
 import { socketUrl, tokenFromFragment } from './protocol.js';
@@ -314,6 +315,11 @@ async function boot() {
   }
   session.token = tokenFromFragment(location.hash);
   if (!session.token) {
+    showError('bad_link');
+    return;
+  }
+  // A dead link is told at once, before the browser asks for the camera.
+  if ((await checkLink(session.token)) === 'invalid') {
     showError('bad_link');
     return;
   }
