@@ -113,6 +113,52 @@ async function floor() {
 </script>"""
 
 
+#: A second, informative floor: two pages (two renderers, two cameras shown on screen, as in a call) that signal
+#: through a BroadcastChannel, with no server. The difference between it and FLOOR_PAGE is what two pages cost.
+TWO_PAGE_FLOOR = b"""<!doctype html><meta charset="utf-8"><title>two-page floor</title>
+<video id="local" autoplay muted playsinline width="320"></video>
+<video id="remote" autoplay playsinline width="320"></video>
+<script>
+let pc, channel, stream, queue = Promise.resolve();
+const now = () => performance.timeOrigin + performance.now();
+async function prepare() {
+  stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  document.getElementById('local').srcObject = stream;
+  window.connectedAt = null;
+  pc = new RTCPeerConnection({ iceServers: [] });
+  pc.ontrack = (e) => { document.getElementById('remote').srcObject = e.streams[0]; };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'connected' && window.connectedAt === null) window.connectedAt = now();
+  };
+  channel = new BroadcastChannel('floor');
+  pc.onicecandidate = (e) => {
+    if (e.candidate) channel.postMessage({ kind: 'candidate', candidate: e.candidate.toJSON() });
+  };
+  channel.onmessage = ({ data }) => { queue = queue.then(() => handle(data)).catch(() => {}); };
+}
+async function handle(data) {
+  if (data.kind === 'offer') {
+    for (const track of stream.getTracks()) pc.addTrack(track, stream);
+    await pc.setRemoteDescription(data.description);
+    await pc.setLocalDescription();
+    channel.postMessage({ kind: 'answer', description: pc.localDescription.toJSON() });
+  } else if (data.kind === 'answer') {
+    await pc.setRemoteDescription(data.description);
+  } else {
+    await pc.addIceCandidate(data.candidate);
+  }
+}
+async function start() {
+  const startedAt = now();
+  for (const track of stream.getTracks()) pc.addTrack(track, stream);
+  await pc.setLocalDescription();
+  channel.postMessage({ kind: 'offer', description: pc.localDescription.toJSON() });
+  return startedAt;
+}
+function stop() { pc.close(); for (const track of stream.getTracks()) track.stop(); channel.close(); }
+</script>"""
+
+
 def ready() -> tuple[bool, str]:
     for name in ("main.js", "peer.js"):
         path = ROOT / "web" / "js" / name
@@ -123,11 +169,12 @@ def ready() -> tuple[bool, str]:
 
 class _FloorHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        page = TWO_PAGE_FLOOR if self.path.startswith("/two-page") else FLOOR_PAGE
         self.send_response(200)
         self.send_header("content-type", "text/html; charset=utf-8")
-        self.send_header("content-length", str(len(FLOOR_PAGE)))
+        self.send_header("content-length", str(len(page)))
         self.end_headers()
-        self.wfile.write(FLOOR_PAGE)
+        self.wfile.write(page)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -187,19 +234,19 @@ async def _stue_run(browser: Any, base_url: str, tokens: dict[str, str]) -> dict
 
 
 def _segments(marks: dict[str, Any]) -> dict[str, float | None]:
-    """Where one page's click → connected went: socket open, join round trip, joined → connected."""
+    """Where one page's click → connected went: join sent, join round trip, joined → connected."""
 
     def first(label: str) -> float | None:
         return next((t for t, name in marks["events"] if name == label), None)
 
-    click, ws_open, join_sent = marks["clickAt"], first("ws open"), first("send join")
+    click, join_sent = marks["clickAt"], first("send join")
     joined, connected = first("recv joined"), first("pc connected")
 
     def span(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else round(b - a, 1)
 
     return {
-        "click_to_ws_open": span(click, ws_open),
+        "click_to_join_sent": span(click, join_sent),
         "join_round_trip": span(join_sent, joined),
         "joined_to_connected": span(joined, connected),
     }
@@ -216,6 +263,24 @@ async def _floor_run(browser: Any, url: str) -> dict[str, Any]:
         await context.close()
 
 
+async def _two_page_floor_run(browser: Any, url: str) -> dict[str, Any]:
+    context = await browser.new_context()  # one context: BroadcastChannel does not cross contexts
+    try:
+        pages = [await context.new_page() for _ in range(2)]
+        for page in pages:
+            await page.goto(f"{url}two-page")
+            await page.evaluate("() => prepare()")
+        started = await pages[0].evaluate("() => start()")
+        for page in pages:
+            await page.wait_for_function("() => window.connectedAt !== null", timeout=STEP_TIMEOUT_MS)
+        connected = [await page.evaluate("() => window.connectedAt") for page in pages]
+        for page in pages:
+            await page.evaluate("() => stop()")
+        return {"both_ms": max(connected) - started, "each_ms": [c - started for c in connected]}
+    finally:
+        await context.close()
+
+
 async def _measure(base_url: str, floor_url: str, tokens: list[dict[str, str]]) -> list[dict[str, Any]]:
     from playwright.async_api import async_playwright
 
@@ -225,11 +290,13 @@ async def _measure(base_url: str, floor_url: str, tokens: list[dict[str, str]]) 
         try:
             for i, pair_tokens in enumerate(tokens):
                 run: dict[str, Any] = {}
-                for name in ("stue", "floor") if i % 2 == 0 else ("floor", "stue"):
+                for name in ("stue", "floor", "two_page") if i % 2 == 0 else ("two_page", "floor", "stue"):
                     if name == "stue":
                         run["stue"] = await _stue_run(browser, base_url, pair_tokens)
-                    else:
+                    elif name == "floor":
                         run["floor"] = await _floor_run(browser, floor_url)
+                    else:
+                        run["two_page"] = await _two_page_floor_run(browser, floor_url)
                 runs.append(run)
         finally:
             await browser.close()
@@ -252,10 +319,14 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
             p.stop()
     stue_ms = [float(r["stue"]["both_ms"]) for r in runs]
     floor_ms = [float(r["floor"]["both_ms"]) for r in runs]
-    metrics = [paired("join", "browser click→both connected", "ms", stue_ms, floor_ms, "ratio <= 1.3")]
+    two_page_ms = [float(r["two_page"]["both_ms"]) for r in runs]
+    metrics = [
+        paired("join", "browser click→both connected", "ms", stue_ms, floor_ms, "ratio <= 1.3"),
+        paired("join", "browser, vs a two-page floor (info)", "ms", stue_ms, two_page_ms, ""),
+    ]
     segments = {
         key: statistics.median(seg[key] for r in runs for seg in r["stue"]["segments_ms"] if seg[key] is not None)
-        for key in ("click_to_ws_open", "join_round_trip", "joined_to_connected")
+        for key in ("click_to_join_sent", "join_round_trip", "joined_to_connected")
     }
     from_second = statistics.median(r["stue"]["from_second_click_ms"] for r in runs)
     notes = [
@@ -264,10 +335,12 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
         "(both pages are clicked together; median click gap "
         f"{statistics.median(r['stue']['click_gap_ms'] for r in runs):.0f} ms); from the later click: "
         f"{from_second:.0f} ms.",
-        "Browser Stue, per page (medians): click → WebSocket open "
-        f"{segments['click_to_ws_open']:.0f} ms, join → joined {segments['join_round_trip']:.0f} ms, "
+        "Browser Stue, per page (medians; the page opens its socket during the preview): click → join sent "
+        f"{segments['click_to_join_sent']:.0f} ms, join → joined {segments['join_round_trip']:.0f} ms, "
         f"joined → RTCPeerConnection connected {segments['joined_to_connected']:.0f} ms.",
         "Browser floor: one page, camera already taken, pc1↔pc2 with candidates exchanged in-page, "
         "start → both 'connected'.",
+        "Two-page floor (info): two pages of one browser context, each showing its camera and the remote video, "
+        "signalling over a BroadcastChannel with no server; offerer's start → both 'connected'.",
     ]
     return metrics, {"runs": runs, "segments_ms": segments, "notes": notes}
