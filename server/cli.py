@@ -84,14 +84,19 @@ async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
         config = uvicorn.Config(create_app(settings, handle), host=host, port=port, **UVICORN_OPTIONS)
         server = uvicorn.Server(config)
         _tune_gc()
-        print(f"Stue is serving {settings.public_url} (Redis: {handle.description})", flush=True)
-        if demo:
-            store = ConsultationStore(handle.client, membership_ttl_s=settings.membership_ttl_s)
-            made = await store.create(now_ms=int(time.time() * 1000), ttl_s=settings.consultation_ttl_s)
-            print("Try a call: open the two links in two browser windows (or on a tablet and a PC).")
-            _print_links(_links(settings, made))
-            sys.stdout.flush()
-        await server.serve()
+        serving = asyncio.create_task(server.serve())
+        # Print the links only once the port is open.
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers only a flag
+            await asyncio.sleep(0.05)
+        if server.started:
+            print(f"Stue is serving {settings.public_url} (Redis: {handle.description})", flush=True)
+            if demo:
+                store = ConsultationStore(handle.client, membership_ttl_s=settings.membership_ttl_s)
+                made = await store.create(now_ms=int(time.time() * 1000), ttl_s=settings.consultation_ttl_s)
+                print("Try a call: open the two links in two browser windows (or on a tablet and a PC).")
+                _print_links(_links(settings, made))
+                sys.stdout.flush()
+        await serving
     finally:
         await handle.close()
 
