@@ -78,13 +78,23 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     """Open a page in its own browser context (its own camera, storage and permissions)."""
     contexts = []
 
-    def opener(url: str, *, width: int = 1024, height: int = 768, locale: str = "da-DK", axe: bool = False) -> Page:
+    def opener(
+        url: str,
+        *,
+        width: int = 1024,
+        height: int = 768,
+        locale: str = "da-DK",
+        axe: bool = False,
+        init_script: str | None = None,
+    ) -> Page:
         # axe-core is injected as a script tag, which the page's CSP rightly refuses; only axe runs bypass it.
         context = browser.new_context(viewport={"width": width, "height": height}, locale=locale, bypass_csp=axe)
         context.grant_permissions(["camera", "microphone"])
         contexts.append(context)
         page = context.new_page()
         page.add_init_script(TRACK_PEER_CONNECTIONS)
+        if init_script is not None:
+            page.add_init_script(init_script)
         page.errors: list[str] = []  # type: ignore[attr-defined]
         page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))  # type: ignore[attr-defined]
         page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]

@@ -196,3 +196,32 @@ def test_both_pages_rejoin_after_the_server_restarts(
         wait_frames_after(page, 0, timeout=30)
         assert connection_states(page).count("connected") == 1
     screenshot(citizen, "call-after-server-restart-tablet")
+
+
+#: Loses the page's first outgoing offer, as a Redis blip between two server processes would.
+DROP_FIRST_OFFER = """
+(() => {
+  const send = WebSocket.prototype.send;
+  let dropped = false;
+  WebSocket.prototype.send = function (data) {
+    if (!dropped && typeof data === 'string' && JSON.parse(data).type === 'offer') {
+      dropped = true;
+      window.__droppedOffer = true;
+      return;
+    }
+    return send.call(this, data);
+  };
+})();
+"""
+
+
+def test_a_lost_offer_is_offered_again(stue_embedded: StueServer, open_page: Callable[..., Page]) -> None:
+    links = stue_embedded.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET)
+    join(citizen)
+    wait_state(citizen, "waiting")
+    clinician = open_page(links["clinician_link"], **DESKTOP, init_script=DROP_FIRST_OFFER)
+    join(clinician)  # the newcomer: its first offer is lost on the way
+    wait_connected_with_video(citizen, timeout=30)
+    wait_connected_with_video(clinician, timeout=30)
+    assert clinician.evaluate("() => window.__droppedOffer") is True

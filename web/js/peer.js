@@ -7,6 +7,8 @@ import * as protocol from './protocol.js';
 export const DISCONNECT_GRACE_MS = 2000;
 /** A polite peer that has not been offered anything by then offers itself (the newcomer may be stuck). */
 export const POLITE_OFFER_FALLBACK_MS = 4000;
+/** An offer unanswered for this long was lost on the way (signalling is soft state): roll back and offer again. */
+export const OFFER_ANSWER_TIMEOUT_MS = 5000;
 
 /** @typedef {'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed'} PeerState */
 
@@ -41,6 +43,8 @@ export class Peer extends Emitter {
   #graceTimer;
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #fallbackTimer;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #answerTimer;
   /** @type {MediaStream | null} */
   #remoteStream = null;
   /** @type {PeerState} */
@@ -105,8 +109,9 @@ export class Peer extends Emitter {
     this.#closed = true;
     clearTimeout(this.#graceTimer);
     clearTimeout(this.#fallbackTimer);
+    clearTimeout(this.#answerTimer);
     this.#pc.onnegotiationneeded = this.#pc.onicecandidate = this.#pc.ontrack = null;
-    this.#pc.oniceconnectionstatechange = this.#pc.onconnectionstatechange = null;
+    this.#pc.oniceconnectionstatechange = this.#pc.onconnectionstatechange = this.#pc.onsignalingstatechange = null;
     this.#pc.close();
     this.#setState('closed');
     this.removeAllListeners();
@@ -131,6 +136,9 @@ export class Peer extends Emitter {
         this.#remoteStream = stream;
         this.emit('stream', { stream });
       }
+    };
+    pc.onsignalingstatechange = () => {
+      if (pc.signalingState === 'stable') clearTimeout(this.#answerTimer);
     };
     pc.oniceconnectionstatechange = () => this.#onConnectivity();
     pc.onconnectionstatechange = () => this.#onConnectivity();
@@ -193,6 +201,24 @@ export class Peer extends Emitter {
     } catch (err) {
       console.warn(`peer ${this.id}: ${local.type} not sent`, err);
     }
+    if (local.type === 'offer') {
+      clearTimeout(this.#answerTimer);
+      this.#answerTimer = setTimeout(() => this.#enqueue(() => this.#offerAgain()), OFFER_ANSWER_TIMEOUT_MS);
+    }
+  }
+
+  /** The offer (or its answer) was lost: take it back and make a fresh one. */
+  async #offerAgain() {
+    const pc = this.#pc;
+    if (pc.signalingState !== 'have-local-offer') return;
+    console.warn(`peer ${this.id}: no answer to our offer; offering again`);
+    try {
+      await pc.setLocalDescription({ type: 'rollback' });
+    } catch (err) {
+      console.warn(`peer ${this.id}: rollback failed`, err);
+      return;
+    }
+    await this.#offer();
   }
 
   #onConnectivity() {
