@@ -83,8 +83,14 @@ class JoinAction:
 @dataclass(frozen=True, slots=True)
 class RelayAction:
     to: str
-    node: str
+    #: The addressee's node, or None when this connection has not been told of the addressee: the endpoint
+    #: then asks the store (a `peer-joined` lost in a Redis blip must not strand a call).
+    node: str | None
     frame: bytes
+    kind: str  # the message type, for an `unknown_peer` error
+
+    def unknown(self) -> UnknownPeer:
+        return UnknownPeer(f"no participant {self.to} in this consultation", ref=self.kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +139,11 @@ class Session:
 
     def _relay(self, message: Relayed) -> RelayAction:
         assert self.participant is not None
-        node = self.peers.get(message.to)
-        if node is None:
-            raise UnknownPeer(
-                f"no participant {message.to} in this consultation",
-                ref=message.__struct_config__.tag,  # type: ignore[arg-type]
-            )
-        return RelayAction(message.to, node, relay_frame(self.participant, message))
+        kind: str = message.__struct_config__.tag  # type: ignore[assignment]
+        action = RelayAction(message.to, self.peers.get(message.to), relay_frame(self.participant, message), kind)
+        if message.to == self.participant:
+            raise action.unknown()
+        return action
 
     def join_failed(self) -> None:
         self.joining = False

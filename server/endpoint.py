@@ -120,7 +120,7 @@ class Connection:
                         raise BinaryFrame("frames must be text (JSON)")
                     action = self.session.handle(text, loop.time())
                     if isinstance(action, RelayAction):
-                        self.node.forward(action.node, action.to, action.frame)
+                        await self.relay(action)
                     elif isinstance(action, ReplyAction):
                         self.deliver(Kind.FORWARD, action.frame)
                     elif isinstance(action, JoinAction):
@@ -139,6 +139,22 @@ class Connection:
                     await asyncio.wait_for(asyncio.shield(self.writer), timeout=2.0)
         finally:
             await self.finish(reason)
+
+    async def relay(self, action: RelayAction) -> None:
+        node = action.node
+        if node is None:
+            # Not told of this peer: perhaps its `peer-joined` was lost while the bus reconnected. Ask the store.
+            consultation = self.session.consultation
+            assert consultation is not None
+            try:
+                member = await self.node.store.member(consultation, action.to)
+            except (redis.RedisError, OSError):
+                member = None
+            if member is None:
+                raise action.unknown()
+            node = member.node
+            self.session.peer_joined(member.participant, node)
+        self.node.forward(node, action.to, action.frame)
 
     async def join(self, token: str) -> None:
         try:

@@ -125,6 +125,13 @@ class ConsultationStore:
         ]
         return JoinResult(_members(others), gone)
 
+    async def member(self, consultation: str, participant: str) -> Member | None:
+        """One current member, or None."""
+        value = await self.redis.hget(f"{PREFIX}{consultation}:members", participant)
+        if value is None:
+            return None
+        return Member.decode(participant, value.decode() if isinstance(value, bytes) else value)
+
     async def leave(self, consultation: str, participant: str) -> list[Member] | None:
         """Remove a member; the remaining members, or None when it had been removed already."""
         result = await self._leave(
