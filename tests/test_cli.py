@@ -72,3 +72,14 @@ def test_consultation_new_prints_links_for_people(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "citizen:" in result.stdout
     assert "clinician:" in result.stdout
+
+
+def test_stopping_the_server_stops_its_embedded_redis(stue_factory: Callable[..., StueServer], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = stue_factory({"STUE_DATA_DIR": str(data)})
+    registry = __import__("json").loads((data / "stue.rdb.settings").read_text())
+    pid = int(Path(registry["pidfile"]).read_text())
+    server.stop()
+    # Gone, not merely idle: before this was fixed every test run left its Redis servers behind.
+    status = Path(f"/proc/{pid}/stat")
+    assert not status.exists() or status.read_text().rpartition(")")[2].split()[0] == "Z"
