@@ -114,3 +114,10 @@ async def test_refresh_in_batches_reports_exactly_the_lost_memberships(store: Co
     pairs = [(made.consultation, f"p_{i}") for i in range(25)] + [(made.consultation, "p_gone")]
     assert await store.refresh(pairs, now_ms=NOW + 40_000, batch=7) == [(made.consultation, "p_gone")]
     assert await store.sweep(now_ms=NOW + 50_000) == []  # all 25 were pushed back to NOW + 85 s
+
+
+async def test_the_members_hash_expires_with_its_consultation(store: ConsultationStore, handle: RedisHandle) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    await store.join(made.consultation, member("p_a"), now_ms=NOW)
+    ttl_ms = await handle.client.pttl(f"stue:c:{made.consultation}:members")
+    assert 3_500_000 < ttl_ms <= 3_600_000

@@ -106,9 +106,8 @@ class ConsultationStore:
         return cid, cast(Role, role)
 
     async def join(self, consultation: str, member: Member, *, now_ms: int) -> JoinResult:
-        ttl_ms = await self.redis.pttl(f"{PREFIX}{consultation}")
         others, removed = await self._join(
-            keys=[f"{PREFIX}{consultation}:members", DEADLINES],
+            keys=[f"{PREFIX}{consultation}:members", DEADLINES, f"{PREFIX}{consultation}"],
             args=[
                 consultation,
                 member.participant,
@@ -116,7 +115,7 @@ class ConsultationStore:
                 member.link,
                 now_ms + self.membership_ttl_ms,
                 now_ms,
-                max(int(ttl_ms), self.membership_ttl_ms),
+                self.membership_ttl_ms,
             ],
         )
         gone = [

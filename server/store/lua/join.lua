@@ -2,8 +2,9 @@
 -- that held the same link before (a reload, or the link opened elsewhere).
 -- KEYS[1] members hash of the consultation (pid -> "role|node|link")
 -- KEYS[2] membership deadlines (sorted set of "cid:pid" scored by deadline in ms)
+-- KEYS[3] the consultation record (its expiry bounds the members hash's)
 -- ARGV[1] cid  ARGV[2] pid  ARGV[3] member value  ARGV[4] link  ARGV[5] deadline ms  ARGV[6] now ms
--- ARGV[7] ms until the consultation's keys expire
+-- ARGV[7] the membership TTL in ms (the least the members hash lives)
 -- Returns {others, removed}: others = {pid, value, ...}; removed = {pid, value, reason, ...}
 local members = redis.call('HGETALL', KEYS[1])
 local others, removed = {}, {}
@@ -27,6 +28,6 @@ for i = 1, #members, 2 do
   end
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[1], math.max(redis.call('PTTL', KEYS[3]), tonumber(ARGV[7])))
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1] .. ':' .. ARGV[2])
 return {others, removed}
