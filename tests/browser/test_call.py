@@ -225,3 +225,26 @@ def test_a_lost_offer_is_offered_again(stue_embedded: StueServer, open_page: Cal
     wait_connected_with_video(citizen, timeout=30)
     wait_connected_with_video(clinician, timeout=30)
     assert clinician.evaluate("() => window.__droppedOffer") is True
+
+
+def test_the_tap_uses_the_connection_prepared_in_the_preview(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """WebRTC starts while the preview shows: each page makes one connection, with its offer set, before the tap."""
+    links = stue_embedded.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    for page in (citizen, clinician):
+        wait_state(page, "preview")
+        page.wait_for_function("() => window.__pcs.length === 1 && window.__pcs[0].iceGatheringState === 'complete'")
+        assert page.evaluate("() => window.__pcs[0].signalingState") == "have-local-offer"
+    join(citizen)
+    wait_state(citizen, "waiting")
+    join(clinician)  # the newcomer sends its prepared offer; the citizen answers on its own prepared connection
+    for page in (citizen, clinician):
+        wait_connected_with_video(page)
+        assert page.evaluate("() => window.__pcs.length") == 1
+        assert connection_states(page) == ["connected"]
+    citizen.click("#hangup")
+    wait_state(citizen, "ended")
+    assert citizen.evaluate("() => window.__pcs[0].connectionState") == "closed"

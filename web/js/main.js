@@ -3,7 +3,7 @@
 import * as i18n from './i18n.js';
 import { checkLink } from './links.js';
 import { LocalMedia, MediaError, isSupported } from './media.js';
-import { Peer } from './peer.js';
+import { PREPARED_MAX_AGE_MS, Peer, PreparedConnection, prepareCertificate } from './peer.js';
 import { socketUrl, tokenFromFragment } from './protocol.js';
 import { Signalling } from './signalling.js';
 import * as callView from './ui/call.js';
@@ -11,11 +11,12 @@ import { onLanguageToggle, renderLanguageToggle } from './ui/language.js';
 import { onErrorAction, onRejoin, renderError } from './ui/message.js';
 import * as preview from './ui/preview.js';
 import { setStatus, statusKey } from './ui/status.js';
-import { showState } from './ui/views.js';
+import { currentState, showState } from './ui/views.js';
 
 /** @typedef {import('./protocol.js').Role} Role */
 
 const CONNECTED_NOTICE_MS = 5000;
+const CLEAR_PREVIEW_AFTER_MS = 2000;
 
 /** Everything the page holds for one visit. */
 const session = {
@@ -39,6 +40,11 @@ const session = {
   /** A socket opened while the preview shows, so the tap joins without waiting for a handshake. */
   /** @type {WebSocket | null} */
   spareSocket: null,
+  /** A peer connection made during the preview, for the first peer; see PreparedConnection. */
+  /** @type {PreparedConnection | null} */
+  prepared: null,
+  /** @type {ReturnType<typeof setInterval> | undefined} */
+  prepareTimer: undefined,
 };
 
 // ---- errors -------------------------------------------------------------------------------------
@@ -71,29 +77,74 @@ async function startPreview() {
     return;
   }
   preview.showPreview(session.media.stream);
+  // The call's self-view starts now too, so the tap does not wait for a second video player.
+  callView.setSelfStream(session.media.stream);
   session.media.startLevelMeter(preview.setMicLevel);
   showState('preview');
+  startPreparing(session.media.stream);
+}
+
+// ---- a connection made ahead ---------------------------------------------------------------------
+
+/** While the preview shows, keep a fresh prepared connection, so the tap does not wait for WebRTC to start. */
+/** @param {MediaStream} stream */
+function startPreparing(stream) {
+  stopPreparing();
+  const prepare = () => {
+    session.prepared?.close();
+    session.prepared = null;
+    PreparedConnection.create(stream, session.iceServers).then(
+      (prepared) => {
+        if (session.prepareTimer === undefined) prepared.close();  // the page moved on meanwhile
+        else session.prepared = prepared;
+      },
+      (err) => console.warn('peer: could not prepare a connection ahead', err),
+    );
+  };
+  session.prepareTimer = setInterval(prepare, PREPARED_MAX_AGE_MS / 2);
+  prepare();
+}
+
+/** Stop replacing the prepared connection (it is kept until the first peer takes it). */
+function stopPreparing() {
+  clearInterval(session.prepareTimer);
+  session.prepareTimer = undefined;
+}
+
+/**
+ * The prepared connection, once, if it suits these ICE servers (and is fresh enough when we are to offer).
+ * @param {boolean} toOffer
+ */
+function takePrepared(toOffer) {
+  const pc = session.prepared?.take(session.iceServers, toOffer) ?? null;
+  session.prepared = null;
+  return pc;
 }
 
 /** The Join tap: everything that needs a user gesture happens synchronously in here. */
 function join() {
   const media = session.media;
   if (!media) return;
-  media.resumeAudio();
-  media.stopLevelMeter();
-  preview.clearPreview();
+  stopPreparing();
   enterCall(media);
+  media.stopLevelMeter();
+  // The preview's player goes once the call view is up; tearing it down now would delay the call.
+  setTimeout(() => {
+    if (currentState() !== 'preview') preview.clearPreview();
+  }, CLEAR_PREVIEW_AFTER_MS);
 }
 
 /** @param {LocalMedia} media */
 function enterCall(media) {
+  // `join` goes out first; the rest is local work done while it travels.
+  openSignalling();
+  media.resumeAudio();
   callView.setSelfStream(media.stream);
   callView.renderMic(media.micEnabled);
   callView.renderCamera(media.cameraEnabled);
   showState('joining');
   setStatus('status.joining');
   void keepScreenAwake();
-  openSignalling();
 }
 
 /** "Deltag igen" after hang-up, or "Fortsæt her" after the link was opened elsewhere. */
@@ -126,12 +177,12 @@ function openSignalling() {
     session.joined = true;
     session.role = msg.role;
     session.iceServers = msg.ice_servers;
-    for (const entry of msg.peers) addPeer(entry.participant, entry.role, entry.polite);
+    for (const entry of msg.peers) addPeer(entry.participant, entry.role, entry.polite, takePrepared(!entry.polite));
     setStatus(msg.peers.length > 0 ? 'status.connecting_peer' : 'status.waiting');
     renderCallState();
   });
   signalling.on('peer-joined', (msg) => {
-    addPeer(msg.participant, msg.role, msg.polite);
+    addPeer(msg.participant, msg.role, msg.polite, takePrepared(!msg.polite));
     setStatus('status.connecting_peer');
     renderCallState();
   });
@@ -142,7 +193,7 @@ function openSignalling() {
   });
   signalling.on('offer', (msg) => {
     // An offer from someone we have not heard join (a lost peer-joined): they are the newcomer.
-    const peer = session.peers.get(msg.from) ?? addPeer(msg.from, otherRole(session.role), true);
+    const peer = session.peers.get(msg.from) ?? addPeer(msg.from, otherRole(session.role), true, takePrepared(false));
     peer.handleOffer(msg.sdp);
     renderCallState();
   });
@@ -180,10 +231,14 @@ function renderCallState() {
  * @param {string} id
  * @param {Role} role
  * @param {boolean} polite
+ * @param {RTCPeerConnection | null} prepared
  */
-function addPeer(id, role, polite) {
+function addPeer(id, role, polite, prepared) {
   const existing = session.peers.get(id);
-  if (existing) return existing;
+  if (existing) {
+    prepared?.close();
+    return existing;
+  }
   const media = /** @type {LocalMedia} */ (session.media);
   const signalling = /** @type {Signalling} */ (session.signalling);
   const peer = new Peer({
@@ -193,6 +248,7 @@ function addPeer(id, role, polite) {
     iceServers: session.iceServers,
     localStream: media.stream,
     send: (message) => signalling.send(message),
+    prepared,
   });
   session.peers.set(id, peer);
   callView.addRemote(id, role);
@@ -234,6 +290,9 @@ function toggleCamera() {
 
 /** Leave, release the camera and microphone, and forget the call. */
 function endSession() {
+  stopPreparing();
+  session.prepared?.close();
+  session.prepared = null;
   session.signalling?.leave();
   session.signalling?.removeAllListeners();
   session.signalling = null;
@@ -318,6 +377,8 @@ async function boot() {
     showError('bad_link');
     return;
   }
+  // Made while the link is checked and the camera starts; no connection waits for it later.
+  void prepareCertificate();
   // A dead link is told at once, before the browser asks for the camera.
   if ((await checkLink(session.token)) === 'invalid') {
     showError('bad_link');

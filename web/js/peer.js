@@ -10,7 +10,108 @@ export const POLITE_OFFER_FALLBACK_MS = 4000;
 /** An offer unanswered for this long was lost on the way (signalling is soft state): roll back and offer again. */
 export const OFFER_ANSWER_TIMEOUT_MS = 5000;
 
+/** A prepared offer older than this is not sent: the network (and so its host candidates) may have changed. */
+export const PREPARED_MAX_AGE_MS = 60_000;
+
 /** @typedef {'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed'} PeerState */
+
+/** @type {RTCCertificate | null} */
+let pageCertificate = null;
+/** @type {Promise<void> | null} */
+let certificateMade = null;
+
+/**
+ * Make this page's DTLS certificate once, ahead of the first connection, so no connection waits for key generation.
+ * Every connection of the page uses it; without it (an old browser) each connection makes its own.
+ */
+export function prepareCertificate() {
+  certificateMade ??= (async () => {
+    if (typeof RTCPeerConnection.generateCertificate !== 'function') return;
+    try {
+      pageCertificate = await RTCPeerConnection.generateCertificate(
+        /** @type {EcKeyGenParams} */ ({ name: 'ECDSA', namedCurve: 'P-256' }),
+      );
+    } catch (err) {
+      console.warn('peer: no certificate made ahead', err);
+    }
+  })();
+  return certificateMade;
+}
+
+/** @param {RTCIceServer[]} iceServers @returns {RTCConfiguration} */
+function configuration(iceServers) {
+  return pageCertificate ? { iceServers, certificates: [pageCertificate] } : { iceServers };
+}
+
+/** @param {RTCIceServer[]} a @param {RTCIceServer[]} b */
+function sameIceServers(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * A connection made while the preview shows, so the tap does not wait for WebRTC to start: our tracks are added,
+ * an offer is set and its candidates gathered. The first peer takes it. The newcomer sends the offer as it is; a
+ * peer already present answers on it instead (its pending offer is rolled back when the newcomer's offer comes).
+ */
+export class PreparedConnection {
+  /** @type {RTCPeerConnection | null} */
+  #pc;
+  #iceServers;
+  #madeAt;
+
+  /** @param {RTCPeerConnection} pc @param {RTCIceServer[]} iceServers */
+  constructor(pc, iceServers) {
+    this.#pc = pc;
+    this.#iceServers = iceServers;
+    this.#madeAt = performance.now();
+  }
+
+  /**
+   * @param {MediaStream} localStream
+   * @param {RTCIceServer[]} iceServers
+   * @returns {Promise<PreparedConnection>}
+   */
+  static async create(localStream, iceServers) {
+    await prepareCertificate();
+    const pc = new RTCPeerConnection(configuration(iceServers));
+    const prepared = new PreparedConnection(pc, iceServers);
+    try {
+      for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+      await pc.setLocalDescription();
+    } catch (err) {
+      prepared.close();
+      throw err;
+    }
+    return prepared;
+  }
+
+  get stale() {
+    return performance.now() - this.#madeAt > PREPARED_MAX_AGE_MS;
+  }
+
+  /**
+   * Hand the connection over (once) if it suits: made with these ICE servers and, when its offer is to be sent,
+   * not stale. Otherwise close it and return null.
+   * @param {RTCIceServer[]} iceServers
+   * @param {boolean} toOffer
+   * @returns {RTCPeerConnection | null}
+   */
+  take(iceServers, toOffer) {
+    const pc = this.#pc;
+    this.#pc = null;
+    if (!pc) return null;
+    if (pc.signalingState === 'closed' || !sameIceServers(iceServers, this.#iceServers) || (toOffer && this.stale)) {
+      pc.close();
+      return null;
+    }
+    return pc;
+  }
+
+  close() {
+    this.#pc?.close();
+    this.#pc = null;
+  }
+}
 
 /**
  * @typedef {object} PeerEvents
@@ -26,6 +127,7 @@ export const OFFER_ANSWER_TIMEOUT_MS = 5000;
  * @property {RTCIceServer[]} iceServers
  * @property {MediaStream} localStream
  * @property {(message: import('./protocol.js').ClientMessage) => void} send
+ * @property {RTCPeerConnection | null} [prepared]  from PreparedConnection.take: carries our tracks and an offer
  */
 
 /** @extends {Emitter<PeerEvents>} */
@@ -36,6 +138,8 @@ export class Peer extends Emitter {
   #ignoreOffer = false;
   #isSettingRemoteAnswerPending = false;
   #tracksAdded = false;
+  /** A polite peer leaves the first offer to the newcomer (until the fallback timer). */
+  #holdOffers = false;
   #closed = false;
   /** Incoming signalling is applied in arrival order, one message at a time. */
   #queue = Promise.resolve();
@@ -60,12 +164,20 @@ export class Peer extends Emitter {
     this.polite = options.polite;
     this.#localStream = options.localStream;
     this.#send = options.send;
-    this.#pc = new RTCPeerConnection({ iceServers: options.iceServers });
+    this.#pc = options.prepared ?? new RTCPeerConnection(configuration(options.iceServers));
+    this.#tracksAdded = Boolean(options.prepared);
     this.#wire();
     if (this.polite) {
-      // The newcomer offers; adding our tracks only after its offer lets the answer carry them
-      // without a second round. The timer covers a newcomer that never offers.
-      this.#fallbackTimer = setTimeout(() => this.#addLocalTracks(), POLITE_OFFER_FALLBACK_MS);
+      // The newcomer offers; the answer carries our tracks without a second round. The timer covers a newcomer
+      // that never offers.
+      this.#holdOffers = true;
+      this.#fallbackTimer = setTimeout(() => this.#enqueue(async () => this.#offerOnOurOwn()), POLITE_OFFER_FALLBACK_MS);
+      // A prepared offer is taken back now, while the newcomer's offer is on its way, rather than when it comes.
+      if (this.#pc.signalingState === 'have-local-offer') this.#enqueue(() => this.#rollBackPrepared());
+    } else if (this.#pc.signalingState === 'have-local-offer') {
+      // A prepared offer: its candidates gathered while the preview showed, and are in its SDP.
+      this.#sendDescription();
+      if (this.#pc.iceGatheringState === 'complete') this.#send(protocol.candidate(this.id, null));
     } else {
       this.#addLocalTracks();
       // Offer now rather than on negotiationneeded, which a busy page delivers a task later; the event that
@@ -146,7 +258,7 @@ export class Peer extends Emitter {
 
   async #offer() {
     const pc = this.#pc;
-    if (this.#makingOffer || this.#closed || pc.signalingState !== 'stable') return;
+    if (this.#holdOffers || this.#makingOffer || this.#closed || pc.signalingState !== 'stable') return;
     try {
       this.#makingOffer = true;
       await pc.setLocalDescription();
@@ -158,8 +270,24 @@ export class Peer extends Emitter {
     }
   }
 
+  /** Polite, and the newcomer has not offered in time: offer ourselves. */
+  #offerOnOurOwn() {
+    if (!this.#holdOffers) return;
+    this.#holdOffers = false;
+    this.#addLocalTracks();
+    void this.#offer();
+  }
+
+  async #rollBackPrepared() {
+    if (this.#pc.signalingState !== 'have-local-offer') return;
+    try {
+      await this.#pc.setLocalDescription({ type: 'rollback' });
+    } catch (err) {
+      console.warn(`peer ${this.id}: could not take back the prepared offer`, err);
+    }
+  }
+
   #addLocalTracks() {
-    clearTimeout(this.#fallbackTimer);
     if (this.#tracksAdded || this.#closed) return;
     this.#tracksAdded = true;
     for (const track of this.#localStream.getTracks()) this.#pc.addTrack(track, this.#localStream);
@@ -183,13 +311,29 @@ export class Peer extends Emitter {
       }
       this.#isSettingRemoteAnswerPending = false;
       if (description.type === 'offer') {
+        clearTimeout(this.#fallbackTimer);
+        this.#holdOffers = false;
         this.#addLocalTracks();
-        await pc.setLocalDescription();
-        this.#sendDescription();
+        // The answer goes out before we apply it: the offerer applies it while we do, so neither side's first
+        // connectivity checks reach the other before it knows our ICE credentials (Chrome then waits ~50 ms
+        // for its next round of checks).
+        const answer = await pc.createAnswer();
+        this.#sendAnswer(answer);
+        await pc.setLocalDescription(answer);
       }
     } catch (err) {
       this.#isSettingRemoteAnswerPending = false;
       console.warn(`peer ${this.id}: could not apply ${description.type}`, err);
+    }
+  }
+
+  /** @param {RTCSessionDescriptionInit} answer */
+  #sendAnswer(answer) {
+    if (this.#closed || !answer.sdp) return;
+    try {
+      this.#send(protocol.description('answer', this.id, answer.sdp));
+    } catch (err) {
+      console.warn(`peer ${this.id}: answer not sent`, err);
     }
   }
 
