@@ -186,9 +186,11 @@ def start_stue(redis_url: str, name: str = "stue") -> Proc:
     return proc
 
 
-def start_bare() -> Proc:
+def start_bare(redis_url: str = "", node: str = "", peer: str = "", name: str = "bare") -> Proc:
+    """The bare relay; given a Redis URL, the hop-matched one (publishing to `peer`, subscribed as `node`)."""
     port = free_port()
-    proc = _spawn("bare", [sys.executable, "-m", "bench.bare_relay", "--port", str(port)], None, port)
+    hops = ["--redis", redis_url, "--node", node, "--peer", peer] if redis_url else []
+    proc = _spawn(name, [sys.executable, "-m", "bench.bare_relay", "--port", str(port), *hops], None, port)
     _wait_http(proc, "/healthz")
     return proc
 
