@@ -23,6 +23,7 @@ class Settings:
     allowed_origins: frozenset[str] = field(default_factory=frozenset)
     consultation_ttl_s: int = 12 * 3600
     membership_ttl_s: float = 45.0
+    resume_grace_s: float = 20.0  # a participant whose socket dropped without `leave` may resume this long
     node_id: str | None = None  # None: a random id per process
     frame_rate: float = 50.0  # frames per second a connection may send, after
     frame_burst: float = 200.0  # a burst of this many
@@ -90,6 +91,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "STUE_ALLOWED_ORIGINS",
         "STUE_CONSULTATION_TTL",
         "STUE_MEMBERSHIP_TTL",
+        "STUE_RESUME_GRACE",
         "STUE_NODE_ID",
         "STUE_FRAME_RATE",
         "STUE_FRAME_BURST",
@@ -116,6 +118,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=origins,
         consultation_ttl_s=int(_parse_positive("STUE_CONSULTATION_TTL", env.get("STUE_CONSULTATION_TTL", "43200"))),
         membership_ttl_s=_parse_positive("STUE_MEMBERSHIP_TTL", env.get("STUE_MEMBERSHIP_TTL", "45")),
+        resume_grace_s=_parse_positive("STUE_RESUME_GRACE", env.get("STUE_RESUME_GRACE", "20")),
         node_id=node_id,
         frame_rate=_parse_positive("STUE_FRAME_RATE", env.get("STUE_FRAME_RATE", "50")),
         frame_burst=_parse_positive("STUE_FRAME_BURST", env.get("STUE_FRAME_BURST", "200")),

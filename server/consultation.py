@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass, field
 from typing import Final
 
 from server.exceptions import AlreadyJoined, IllegalTransition, NotJoined, RateLimited, UnknownPeer
-from server.protocol import PONG, ClientMessage, Join, Leave, Ping, Relayed, Role, parse_frame, relay_frame
+from server.protocol import PONG, ClientMessage, Join, Leave, Ping, Relayed, Resume, Role, parse_frame, relay_frame
 
 ROLES: Final[tuple[Role, ...]] = ("citizen", "clinician")
 
@@ -23,9 +24,19 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def token_digest(token: str) -> str:
-    """What the store keeps of a token: its SHA-256, so a dump of Redis holds no usable link."""
-    return hashlib.sha256(token.encode()).hexdigest()
+def secret_digest(secret: str) -> str:
+    """What the store keeps of a link token or a resume secret: its SHA-256, so a dump of Redis opens nothing."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_resume_secret() -> str:
+    """The secret a participant's next connection proves itself with: 192 random bits, URL-safe, 32 characters."""
+    return secrets.token_urlsafe(24)
+
+
+def resume_secret_matches(secret: str, digest: str) -> bool:
+    """Whether `secret` is the one whose digest the store holds, compared in constant time."""
+    return bool(digest) and hmac.compare_digest(secret_digest(secret), digest)
 
 
 def new_consultation_id() -> str:
@@ -77,7 +88,8 @@ class TokenBucket:
 
 @dataclass(frozen=True, slots=True)
 class JoinAction:
-    token: str
+    token: str = field(repr=False)  # a token must never reach a log
+    resume: Resume | None = None  # its repr hides the secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +140,7 @@ class Session:
             if self.state is not ParticipantState.JOINING or self.joining:
                 raise AlreadyJoined("this connection has already joined", ref="join")
             self.joining = True
-            return JoinAction(message.token)
+            return JoinAction(message.token, message.resume)
         if isinstance(message, Ping):
             return ReplyAction(PONG)
         if self.state is not ParticipantState.IN_CALL:

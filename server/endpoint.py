@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from dataclasses import replace
 from typing import Final
 
 import redis
@@ -19,17 +20,22 @@ from server.consultation import (
     Session,
     TokenBucket,
     new_participant_id,
+    new_resume_secret,
+    resume_secret_matches,
+    secret_digest,
 )
 from server.eager import start_eagerly
 from server.exceptions import BadToken, BinaryFrame, ClientError, Internal, JoinTimeout, Replaced, SlowConsumer
 from server.node import Node, now_ms
-from server.protocol import Error, Joined, PeerEntry, PeerLeftReason, encode
+from server.protocol import Error, Joined, PeerEntry, PeerLeftReason, Resume, Role, encode
 from server.routing import Kind
 from server.store.consultations import Member
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FRAMES: Final = 1024
+#: The node that saw a socket drop sweeps this long after the grace ends, so a deadline just passed is due.
+GRACE_SWEEP_MARGIN_S: Final = 0.25
 
 
 def error_frame(error: ClientError) -> bytes:
@@ -49,10 +55,18 @@ class Connection:
         self.draining = False
         self.holding = False  # while joining, deliveries wait until `joined` is first in line
         self.fatal: ClientError | None = None  # set when the connection must close after the outbox drains
+        #: The membership as this connection holds it (its node and resume digest name this connection).
+        self.member: Member | None = None
+        #: Kicked: another connection holds this participant, or its link, now. Closing then changes nothing.
+        self.superseded = False
 
     # --- outbound ----------------------------------------------------------------------------------------
 
     def deliver(self, kind: Kind, frame: bytes, subject: str = "", subject_node: str = "") -> None:
+        if kind is Kind.KICK:
+            if subject and (self.member is None or subject != self.member.resume_digest):
+                return  # meant for an earlier connection of this participant, gone already
+            self.superseded = True
         if self.fatal is not None:
             return
         if len(self.outbox) >= OUTBOX_FRAMES:
@@ -124,7 +138,7 @@ class Connection:
                     elif isinstance(action, ReplyAction):
                         self.deliver(Kind.FORWARD, action.frame)
                     elif isinstance(action, JoinAction):
-                        await self.join(action.token)
+                        await self.join(action.token, action.resume)
                     elif isinstance(action, LeaveAction):
                         reason = "left"
                         self.fatal = _Goodbye("left")
@@ -156,20 +170,18 @@ class Connection:
             self.session.peer_joined(member.participant, node)
         self.node.forward(node, action.to, action.frame)
 
-    async def join(self, token: str) -> None:
+    async def join(self, token: str, resume: Resume | None) -> None:
         try:
             found = await self.node.store.resolve(token)
             if found is None:
                 raise BadToken("this link is unknown or has expired", ref="join")
             consultation, role = found
-            member = Member(new_participant_id(), role, self.node.id, role)
+            secret = new_resume_secret()
             self.holding = True
-            self.node.register(member.participant, consultation, self)
-            try:
-                result = await self.node.store.join(consultation, member, now_ms=now_ms())
-            except BaseException:
-                self.node.unregister(member.participant)
-                raise
+            joining = None if resume is None else await self._resume(consultation, role, resume, secret)
+            resumed = joining is not None
+            if joining is None:
+                joining = await self._join_anew(consultation, role, secret)
         except (redis.RedisError, OSError) as exc:
             self.session.join_failed()
             self.holding = False
@@ -179,40 +191,98 @@ class Connection:
             self.session.join_failed()
             self.holding = False
             raise
-        for gone in result.removed:
-            if gone.reason == "replaced":
-                self.node.kick(gone.member, error_frame(Replaced("this link joined from another connection")))
-            self.node.announce_left(gone.member.participant, gone.reason, result.others)
-        self.node.announce_joined(member, result.others)
-        self.session.joined(member.participant, consultation, role, {m.participant: m.node for m in result.others})
+        member, others = joining
+        self.session.joined(member.participant, consultation, role, {m.participant: m.node for m in others})
         joined = Joined(
             participant=member.participant,
             role=role,
             consultation=consultation,
-            peers=[PeerEntry(m.participant, m.role, polite=False) for m in result.others],
+            # Of two members, the one that joined later is the impolite one; after a resume that can be either.
+            peers=[PeerEntry(m.participant, m.role, polite=m.seq > member.seq) for m in others],
             ice_servers=[],
+            resume=secret,
+            resumed=resumed,
         )
         self.outbox.appendleft((Kind.FORWARD, encode(joined), "", ""))
         self.holding = False
         self._wake_writer()
-        log.info("participant %s joined %s as %s on %s", member.participant, consultation, role, self.node.id)
+        verb = "resumed in" if resumed else "joined"
+        log.info("participant %s %s %s as %s on %s", member.participant, verb, consultation, role, self.node.id)
+
+    async def _join_anew(self, consultation: str, role: Role, secret: str) -> tuple[Member, list[Member]]:
+        """A new participant id; the link's previous holder, if any, is replaced."""
+        member = Member(new_participant_id(), role, self.node.id, role, resume_digest=secret_digest(secret))
+        self.member = member
+        self.node.register(member.participant, consultation, self)
+        try:
+            result = await self.node.store.join(consultation, member, now_ms=now_ms())
+        except BaseException:
+            self.node.unregister(member.participant, self)
+            self.member = None
+            raise
+        self.member = result.member
+        for gone in result.removed:
+            if gone.reason == "replaced":
+                self.node.kick(gone.member, error_frame(Replaced("this link joined from another connection")))
+            self.node.announce_left(gone.member.participant, gone.reason, result.others)
+        self.node.announce_joined(result.member, result.others)
+        return result.member, result.others
+
+    async def _resume(
+        self, consultation: str, role: Role, resume: Resume, secret: str
+    ) -> tuple[Member, list[Member]] | None:
+        """Continue `resume.participant` on this connection, or None when that cannot be (then the caller joins
+        anew): not a member any more, another role, a wrong secret, or expired."""
+        held = await self.node.store.member(consultation, resume.participant)
+        if held is None or held.role != role or not resume_secret_matches(resume.secret, held.resume_digest):
+            # The id is the client's word until the store confirms it: logged only when it names a member.
+            who = "an unknown participant" if held is None else held.participant
+            log.info("resume of %s in %s refused; joining anew", who, consultation)
+            return None
+        member = replace(held, node=self.node.id, resume_digest=secret_digest(secret))
+        others = await self.node.store.resume(consultation, held, member, now_ms=now_ms())
+        if others is None:
+            log.info("resume of %s in %s lost a race with its expiry; joining anew", held.participant, consultation)
+            return None
+        self.member = member
+        # A socket of the old connection may still look open (half-open, unnoticed): close it without side
+        # effects. Kicked before this connection registers, so on this same node the kick reaches the old one.
+        self.node.kick(held, error_frame(Replaced("this participant resumed on another connection")))
+        self.node.register(member.participant, consultation, self)
+        # Told again, so every other connection routes to this node from now on (clients know the id already).
+        self.node.announce_joined(member, others)
+        return member, others
 
     async def finish(self, reason: PeerLeftReason) -> None:
-        session = self.session
+        session, member = self.session, self.member
         if self.writer is not None:
             self.writer.cancel()
-        if session.participant is None or session.consultation is None:
+        if session.participant is None or session.consultation is None or member is None:
             return
-        self.node.unregister(session.participant)
+        self.node.unregister(member.participant, self)
         session.leave()
+        if self.superseded:
+            log.info("connection of %s in %s closed: superseded", member.participant, session.consultation)
+            return
         try:
-            remaining = await self.node.store.leave(session.consultation, session.participant)
+            if reason == "disconnected" and self.fatal is None:
+                await self.suspend(session.consultation, member)
+                return
+            remaining = await self.node.store.leave(session.consultation, member)
         except (redis.RedisError, OSError) as exc:
-            log.error("leave of %s not recorded (%s); membership expires", session.participant, type(exc).__name__)
+            log.error("end of %s not recorded (%s); membership expires", member.participant, type(exc).__name__)
             return
         if remaining is not None:
-            self.node.announce_left(session.participant, reason, remaining)
-        log.info("participant %s left %s (%s)", session.participant, session.consultation, reason)
+            self.node.announce_left(member.participant, reason, remaining)
+        log.info("participant %s left %s (%s)", member.participant, session.consultation, reason)
+
+    async def suspend(self, consultation: str, member: Member) -> None:
+        """The socket went away without `leave`: keep the membership for the resume grace, unrefreshed, and tell
+        nobody yet. If it is not resumed in time, the sweep tells the others (`peer-left`, reason `timeout`)."""
+        grace = self.node.settings.resume_grace_s
+        if await self.node.store.suspend(consultation, member, deadline_ms=now_ms() + int(grace * 1000)):
+            self.node.sweep_after(grace + GRACE_SWEEP_MARGIN_S)
+            log.info("participant %s dropped from %s; it may resume for %g s", member.participant, consultation, grace)
 
 
 class _Goodbye(ClientError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -21,6 +22,9 @@ from server.store.connection import RedisHandle
 from server.store.consultations import ConsultationStore, Member
 
 log = logging.getLogger(__name__)
+
+#: Grace sweeps due within one slot are one sweep, so a thousand drops at once (a restart) cost a few sweeps.
+SWEEP_SLOT_S = 0.25
 
 
 class Endpoint(Protocol):
@@ -47,13 +51,14 @@ class Node:
         #: participant id → (consultation id, connection), for this process only.
         self.local: dict[str, tuple[str, Endpoint]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._sweeps: dict[int, asyncio.Task[None]] = {}  # slot number → the sweep due at its end
 
     async def start(self) -> None:
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self._upkeep(), name="membership-upkeep"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._sweeps.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -64,8 +69,11 @@ class Node:
     def register(self, participant: str, consultation: str, endpoint: Endpoint) -> None:
         self.local[participant] = (consultation, endpoint)
 
-    def unregister(self, participant: str) -> None:
-        self.local.pop(participant, None)
+    def unregister(self, participant: str, endpoint: Endpoint) -> None:
+        """Forget `participant`'s connection, unless a newer connection (a resume) has taken its place here."""
+        entry = self.local.get(participant)
+        if entry is not None and entry[1] is endpoint:
+            del self.local[participant]
 
     def dispatch(self, payload: bytes) -> None:
         """Hand an envelope that reached this node to the local connections it names."""
@@ -88,10 +96,15 @@ class Node:
     # --- membership announcements ------------------------------------------------------------------------
 
     def announce_joined(self, member: Member, others: Iterable[Member]) -> None:
-        frame = encode(PeerJoined(participant=member.participant, role=member.role))
-        audience = {m.participant: m.node for m in others}
-        for node, envelope in routing.broadcast(Kind.PEER_JOINED, audience, frame, member.participant, member.node):
-            self.send(node, envelope)
+        """Tell `others` that `member` is in, at its node. A recipient is polite towards `member` when `member` joined
+        after it: every recipient, for a new participant; after a resume, not those that joined while it was in."""
+        audiences: dict[bool, dict[str, str]] = {}
+        for other in others:
+            audiences.setdefault(other.seq < member.seq, {})[other.participant] = other.node
+        for polite, audience in audiences.items():
+            frame = encode(PeerJoined(participant=member.participant, role=member.role, polite=polite))
+            for node, envelope in routing.broadcast(Kind.PEER_JOINED, audience, frame, member.participant, member.node):
+                self.send(node, envelope)
 
     def announce_left(self, participant: str, reason: PeerLeftReason, others: Iterable[Member]) -> None:
         frame = encode(PeerLeft(participant=participant, reason=reason))
@@ -100,7 +113,9 @@ class Node:
             self.send(node, envelope)
 
     def kick(self, member: Member, frame: bytes) -> None:
-        self.send(member.node, Envelope(Kind.KICK, (member.participant,), frame))
+        """Close the connection that held `member`: only that one (named by its resume digest), never a later
+        connection that resumed the same participant on the same node."""
+        self.send(member.node, Envelope(Kind.KICK, (member.participant,), frame, member.resume_digest, ""))
 
     # --- upkeep ------------------------------------------------------------------------------------------
 
@@ -121,6 +136,28 @@ class Node:
             if entry is not None:
                 log.warning("participant %s lost its membership; closing so the client re-joins", pid)
                 entry[1].lost_membership()
+        await self.sweep()
+
+    async def sweep(self) -> None:
+        """Drop expired memberships anywhere and tell their consultations (`peer-left`, reason `timeout`)."""
         for swept in await self.store.sweep(now_ms=now_ms()):
             log.info("membership of %s in %s expired", swept.participant, swept.consultation)
             self.announce_left(swept.participant, "timeout", swept.remaining)
+
+    def sweep_after(self, delay_s: float) -> None:
+        """Sweep once, `delay_s` from now (or up to one slot later): when a suspended membership's grace ends, its
+        peers hear of it then, not up to a whole upkeep interval later. (The periodic sweep of any node still
+        covers this node's death.)"""
+        loop = asyncio.get_running_loop()
+        slot = math.ceil((loop.time() + delay_s) / SWEEP_SLOT_S)
+        if slot not in self._sweeps:
+            task = loop.create_task(self._sweep_at(slot * SWEEP_SLOT_S), name="resume-grace-sweep")
+            self._sweeps[slot] = task
+            task.add_done_callback(lambda _: self._sweeps.pop(slot, None))
+
+    async def _sweep_at(self, when: float) -> None:
+        await asyncio.sleep(when - asyncio.get_running_loop().time())
+        try:
+            await self.sweep()
+        except (redis.RedisError, OSError) as exc:
+            log.error("grace sweep failed: %s", type(exc).__name__)

@@ -32,6 +32,8 @@ PeerLeftReason = Literal["left", "disconnected", "timeout", "replaced"]
 
 ParticipantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Token = Annotated[str, msgspec.Meta(min_length=16, max_length=128)]
+#: A resume secret as the server hands it out: URL-safe base64 (32 characters today; room to grow).
+ResumeSecret = Annotated[str, msgspec.Meta(min_length=16, max_length=128, pattern="^[A-Za-z0-9_-]+$")]
 Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=60_000)]
 
 
@@ -39,11 +41,22 @@ class _ClientMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ta
     """Base of every client → server message."""
 
 
-class Join(_ClientMessage, tag="join", frozen=True):
-    token: Token
+class Resume(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`join.resume`: continue as `participant`, proven by the secret from that participant's last `joined`."""
+
+    participant: ParticipantId
+    secret: ResumeSecret
 
     def __repr__(self) -> str:
-        return "Join(token=<hidden>)"  # a token must never reach a log
+        return f"Resume(participant={self.participant!r}, secret=<hidden>)"  # a bearer secret, like the token
+
+
+class Join(_ClientMessage, tag="join", frozen=True, omit_defaults=True):
+    token: Token
+    resume: Resume | None = None
+
+    def __repr__(self) -> str:
+        return f"Join(token=<hidden>, resume={self.resume!r})"  # a token must never reach a log
 
 
 class Offer(_ClientMessage, tag="offer", frozen=True):
@@ -167,6 +180,17 @@ class Joined(_ServerMessage, tag="joined", frozen=True):
     consultation: str
     peers: list[PeerEntry]
     ice_servers: list[IceServer]
+    #: The secret that lets the next connection resume this participant; a new one on every `joined`. (The
+    #: defaults only let Python clients read a server that predates resume; this server always sends both.)
+    resume: str = ""
+    #: True when this join continued an earlier connection's participant (same id, same peers).
+    resumed: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Joined(participant={self.participant!r}, role={self.role!r}, consultation={self.consultation!r}, "
+            f"peers={self.peers!r}, ice_servers={self.ice_servers!r}, resume=<hidden>, resumed={self.resumed!r})"
+        )
 
 
 class PeerJoined(_ServerMessage, tag="peer-joined", frozen=True):

@@ -21,7 +21,8 @@ class Kind(enum.Enum):
     FORWARD = "F"  # deliver the frame
     PEER_JOINED = "J"  # the subject joined: recipients may now address it, at subject node
     PEER_LEFT = "L"  # the subject left: recipients may no longer address it
-    KICK = "K"  # recipients are replaced by another connection: send the frame and close
+    KICK = "K"  # recipients are replaced by another connection: send the frame and close. The subject, when
+    # set, is the resume digest of the one connection to close (a later connection of the participant stays)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,11 @@ def test_defaults() -> None:
     assert settings.data_dir == Path(".data")
     assert settings.origins == {"http://127.0.0.1:8000"}
     assert settings.link("abc") == "http://127.0.0.1:8000/call#t=abc"
+    assert settings.resume_grace_s == 20
+
+
+def test_resume_grace_is_read_in_seconds() -> None:
+    assert load_settings({"STUE_RESUME_GRACE": "1.5"}).resume_grace_s == 1.5
 
 
 def test_allowed_origins_are_added_to_the_public_origin() -> None:
@@ -38,6 +43,8 @@ def test_allowed_origins_are_added_to_the_public_origin() -> None:
         ({"STUE_PUBLIC_URL": "http://x:99999"}, "bad port"),
         ({"STUE_REDIS_URL": "http://localhost:6379"}, "STUE_REDIS_URL"),
         ({"STUE_MEMBERSHIP_TTL": "soon"}, "STUE_MEMBERSHIP_TTL"),
+        ({"STUE_RESUME_GRACE": "twenty"}, "STUE_RESUME_GRACE"),
+        ({"STUE_RESUME_GRACE": "0"}, "greater than zero"),
         ({"STUE_FRAME_RATE": "-1"}, "greater than zero"),
         ({"STUE_NODE_ID": "a b"}, "STUE_NODE_ID"),
         ({"STUE_REDIS_ULR": "redis://x"}, "unknown setting STUE_REDIS_ULR"),

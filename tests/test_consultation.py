@@ -16,10 +16,12 @@ from server.consultation import (
     Session,
     TokenBucket,
     new_participant_id,
+    new_resume_secret,
     new_token,
-    token_digest,
+    resume_secret_matches,
+    secret_digest,
 )
-from server.protocol import PONG
+from server.protocol import PONG, Resume
 
 TOKEN = "T" * 32
 
@@ -40,7 +42,27 @@ def test_tokens_and_ids_are_long_random_and_distinct() -> None:
     assert len(tokens) == 1000
     assert all(len(t) == 32 for t in tokens)  # 192 bits of URL-safe base64
     assert len({new_participant_id() for _ in range(1000)}) == 1000
-    assert token_digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert secret_digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_resume_secrets_are_long_random_and_checked_against_their_digest_only() -> None:
+    drawn = {new_resume_secret() for _ in range(1000)}
+    assert len(drawn) == 1000
+    assert all(len(s) == 32 and s.replace("-", "").replace("_", "").isalnum() for s in drawn)  # 192 bits
+    secret = new_resume_secret()
+    digest = secret_digest(secret)
+    assert resume_secret_matches(secret, digest)
+    flipped = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    assert not resume_secret_matches(flipped, digest)
+    assert not resume_secret_matches(secret, digest.upper())
+    assert not resume_secret_matches(secret, "")  # a membership stored without a digest cannot be resumed
+    assert not resume_secret_matches(digest, digest)  # the digest itself is no secret: it opens nothing
+
+
+def test_join_carries_the_resume_to_the_endpoint() -> None:
+    s = session()
+    frame = {"type": "join", "token": TOKEN, "resume": {"participant": "p_me", "secret": "S" * 32}}
+    assert s.handle(json.dumps(frame), 0.0) == JoinAction(TOKEN, Resume("p_me", "S" * 32))
 
 
 def test_only_join_and_ping_before_join() -> None:

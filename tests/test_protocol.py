@@ -9,6 +9,7 @@ import random
 import pytest
 
 from server import exceptions
+from server.consultation import JoinAction
 from server.protocol import (
     MAX_FRAME_BYTES,
     Answer,
@@ -20,13 +21,17 @@ from server.protocol import (
     Offer,
     PeerEntry,
     Ping,
+    Resume,
     decode_server_frame,
     encode,
+    encode_client_message,
     parse_frame,
     relay_frame,
 )
 
 TOKEN = "A" * 32
+SECRET = "s3cr3t-_" * 4  # 32 URL-safe characters, like the server's
+RESUME = {"participant": "p_1", "secret": SECRET}
 
 
 def frame(**fields: object) -> str:
@@ -37,6 +42,12 @@ def frame(**fields: object) -> str:
     ("text", "expected"),
     [
         (frame(type="join", token=TOKEN), Join(token=TOKEN)),
+        (frame(type="join", token=TOKEN, resume=RESUME), Join(token=TOKEN, resume=Resume("p_1", SECRET))),
+        (frame(type="join", token=TOKEN, resume=None), Join(token=TOKEN)),
+        (
+            frame(type="join", token=TOKEN, resume={**RESUME, "secret": "x" * 128}),
+            Join(TOKEN, Resume("p_1", "x" * 128)),
+        ),
         (frame(type="offer", to="p_1", sdp="v=0"), Offer(to="p_1", sdp="v=0")),
         (frame(type="answer", to="p_1", sdp="v=0"), Answer(to="p_1", sdp="v=0")),
         (frame(type="candidate", to="p_1", candidate=None), Candidate(to="p_1", candidate=None)),
@@ -82,6 +93,26 @@ def test_valid_messages_parse(text: str, expected: object) -> None:
         (frame(type="offer", to="", sdp="v=0"), exceptions.BadField),
         (frame(type="join", token="short"), exceptions.BadField),
         (frame(type="join", token=["A" * 32]), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume="p_1"), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume=[RESUME]), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "participant": 1}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "participant": ""}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "participant": "p" * 65}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "secret": None}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "secret": "x" * 15}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "secret": "x" * 129}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "secret": "+/" * 16}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "secret": SECRET + "="}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={"participant": "p_1"}), exceptions.MissingField),
+        (frame(type="join", token=TOKEN, resume={"secret": SECRET}), exceptions.MissingField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "role": "clinician"}), exceptions.UnknownField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "resume": RESUME}), exceptions.UnknownField),
+        (frame(type="join", resume=RESUME), exceptions.MissingField),
+        (
+            f'{{"type": "join", "token": "{TOKEN}", "resume": {{"participant": "p_1", "participant": "p_2", '
+            f'"secret": "{SECRET}"}}}}',
+            exceptions.DuplicateKey,
+        ),
         (frame(type="candidate", to="p", candidate="candidate:1"), exceptions.BadField),
         (frame(type="candidate", to="p", candidate={"candidate": "c", "sdpMLineIndex": -1}), exceptions.BadField),
         (frame(type="candidate", to="p", candidate={"candidate": "c", "sdpMLineIndex": "0"}), exceptions.BadField),
@@ -136,9 +167,39 @@ def test_relay_stamps_the_sender_and_drops_the_addressee() -> None:
 
 
 def test_server_frames_round_trip() -> None:
-    joined = Joined("p_1", "citizen", "c_1", [PeerEntry("p_2", "clinician", polite=False)], [])
+    joined = Joined("p_1", "citizen", "c_1", [PeerEntry("p_2", "clinician", polite=False)], [], SECRET, True)
     assert decode_server_frame(encode(joined)) == joined
-    assert json.loads(encode(joined))["type"] == "joined"
+    assert json.loads(encode(joined)) == {
+        "type": "joined",
+        "participant": "p_1",
+        "role": "citizen",
+        "consultation": "c_1",
+        "peers": [{"participant": "p_2", "role": "clinician", "polite": False}],
+        "ice_servers": [],
+        "resume": SECRET,
+        "resumed": True,
+    }
+
+
+def test_joined_always_carries_resume_and_resumed() -> None:
+    fresh = json.loads(encode(Joined("p_1", "citizen", "c_1", [], [], SECRET, False)))
+    assert (fresh["resume"], fresh["resumed"]) == (SECRET, False)
+
+
+def test_a_join_without_resume_is_encoded_without_it() -> None:
+    assert json.loads(encode_client_message(Join(TOKEN))) == {"type": "join", "token": TOKEN}
+    with_resume = json.loads(encode_client_message(Join(TOKEN, Resume("p_1", SECRET))))
+    assert with_resume == {"type": "join", "token": TOKEN, "resume": RESUME}
+
+
+def test_reprs_hide_the_token_and_the_resume_secret() -> None:
+    join = parse_frame(frame(type="join", token=TOKEN, resume=RESUME))
+    joined = Joined("p_1", "citizen", "c_1", [], [], SECRET, True)
+    for shown in (repr(join), str(join), repr(joined), repr(JoinAction(TOKEN, Resume("p_1", SECRET)))):
+        assert TOKEN not in shown
+        assert SECRET not in shown
+        assert "<hidden>" in shown
+    assert "p_1" in repr(join)  # the participant id is not a secret; it helps reading logs
 
 
 def test_random_garbage_only_ever_raises_client_errors() -> None:

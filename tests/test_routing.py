@@ -14,6 +14,7 @@ def test_envelopes_round_trip() -> None:
         Envelope(Kind.PEER_JOINED, ("p_1", "p_2"), b"{}\n{}", "p_3", "node-x"),
         Envelope(Kind.PEER_LEFT, ("p_1",), b"{}", "p_3", ""),
         Envelope(Kind.KICK, ("p_1",), b""),
+        Envelope(Kind.KICK, ("p_1",), b"{}", "ab" * 32, ""),  # only the connection with this resume digest
     ]:
         assert routing.decode(routing.encode(envelope)) == envelope
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from server.config import load_settings
-from server.consultation import token_digest
+from server.consultation import secret_digest
 from server.store.connection import RedisHandle, open_redis
 from server.store.consultations import ConsultationStore, Member
 
@@ -43,7 +44,7 @@ async def test_created_tokens_resolve_and_only_their_digest_is_stored(
     keys = {key.decode() async for key in handle.client.scan_iter("*")}
     values = b" ".join([await handle.client.dump(k) or b"" for k in keys])
     for token in made.tokens.values():
-        assert f"stue:token:{token_digest(token)}" in keys
+        assert f"stue:token:{secret_digest(token)}" in keys
         assert token.encode() not in values
         assert all(token not in key for key in keys)
 
@@ -53,9 +54,62 @@ async def test_join_lists_the_others_and_leave_returns_who_remains(store: Consul
     first = await store.join(made.consultation, member("p_a"), now_ms=NOW)
     assert first.others == [] and first.removed == []
     second = await store.join(made.consultation, member("p_b", "clinician", "n2"), now_ms=NOW)
-    assert second.others == [member("p_a")]
-    assert await store.leave(made.consultation, "p_a") == [member("p_b", "clinician", "n2")]
-    assert await store.leave(made.consultation, "p_a") is None  # already gone: nobody is told twice
+    assert second.others == [first.member]
+    assert await store.leave(made.consultation, first.member) == [second.member]
+    assert await store.leave(made.consultation, first.member) is None  # already gone: nobody is told twice
+
+
+async def test_join_order_is_kept_in_seq_among_members_present_together(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    a = (await store.join(made.consultation, member("p_a"), now_ms=NOW)).member
+    b = (await store.join(made.consultation, member("p_b", "clinician"), now_ms=NOW)).member
+    assert b.seq > a.seq  # b joined while a was there: b is the newcomer of the pair (impolite)
+    await store.leave(made.consultation, a)
+    c = (await store.join(made.consultation, Member("p_c", "citizen", "n1", "citizen"), now_ms=NOW)).member
+    assert c.seq > b.seq  # the order holds against everyone present, whatever has left meanwhile
+    assert await store.member(made.consultation, "p_c") == c
+
+
+def test_a_member_value_from_before_resume_still_reads() -> None:
+    assert Member.decode("p_a", "citizen|n1|citizen") == Member("p_a", "citizen", "n1", "citizen", 0, "")
+    now = Member("p_a", "citizen", "n1", "citizen", 7, "d" * 64)
+    assert Member.decode("p_a", now.encode()) == now
+
+
+async def test_a_membership_resumes_once_and_only_as_the_membership_that_was_read(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    a = (await store.join(made.consultation, member("p_a"), now_ms=NOW)).member
+    b = (await store.join(made.consultation, member("p_b", "clinician"), now_ms=NOW)).member
+    moved = replace(a, node="n2", resume_digest="d" * 64)
+    assert await store.resume(made.consultation, a, moved, now_ms=NOW + 1000) == [b]
+    assert await store.member(made.consultation, "p_a") == moved
+    # The old connection's view is stale now: it can neither resume, suspend nor remove the membership.
+    assert await store.resume(made.consultation, a, replace(a, node="n3"), now_ms=NOW + 1000) is None
+    assert not await store.suspend(made.consultation, a, deadline_ms=NOW + 2000)
+    assert await store.leave(made.consultation, a) is None
+    assert await store.member(made.consultation, "p_a") == moved
+    # the resume pushed the deadline back by a whole membership TTL from then; b's ran out
+    assert [s.participant for s in await store.sweep(now_ms=NOW + 45_500)] == ["p_b"]
+
+
+async def test_a_suspended_membership_is_swept_at_its_deadline_unless_resumed(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    a = (await store.join(made.consultation, member("p_a"), now_ms=NOW)).member
+    b = (await store.join(made.consultation, member("p_b", "clinician"), now_ms=NOW)).member
+    assert await store.suspend(made.consultation, a, deadline_ms=NOW + 1000)
+    assert await store.sweep(now_ms=NOW + 999) == []
+    swept = await store.sweep(now_ms=NOW + 1001)
+    assert [(s.participant, s.remaining) for s in swept] == [("p_a", [b])]
+    assert await store.resume(made.consultation, a, replace(a, node="n2"), now_ms=NOW + 1002) is None
+    assert not await store.suspend(made.consultation, a, deadline_ms=NOW + 9000)
+
+
+async def test_a_membership_past_its_deadline_cannot_be_resumed_before_the_sweep(store: ConsultationStore) -> None:
+    made = await store.create(now_ms=NOW, ttl_s=3600)
+    a = (await store.join(made.consultation, member("p_a"), now_ms=NOW)).member
+    await store.suspend(made.consultation, a, deadline_ms=NOW + 1000)
+    assert await store.resume(made.consultation, a, replace(a, node="n2"), now_ms=NOW + 1001) is None
+    assert await store.resume(made.consultation, a, replace(a, node="n2"), now_ms=NOW + 999) == []
 
 
 async def test_joining_with_the_same_link_replaces_the_old_connection(store: ConsultationStore) -> None:

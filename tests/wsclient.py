@@ -14,6 +14,7 @@ from support import TIME_SCALE
 class Client:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
+        self.token = ""
         self.joined: dict[str, Any] = {}
 
     @classmethod
@@ -39,10 +40,27 @@ class Client:
         assert frame["type"] == kind, frame
         return frame
 
-    async def join(self, token: str) -> dict[str, Any]:
-        await self.send({"type": "join", "token": token})
+    async def join(self, token: str, resume: dict[str, str] | None = None) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "join", "token": token}
+        if resume is not None:
+            message["resume"] = resume
+        await self.send(message)
+        self.token = token
         self.joined = await self.expect("joined")
         return self.joined
+
+    @property
+    def resume(self) -> dict[str, str]:
+        """What a later connection sends as `join.resume` to continue this client's participant."""
+        return {"participant": self.id, "secret": str(self.joined["resume"])}
+
+    async def silent(self, timeout: float) -> None:
+        """Assert that nothing arrives for `timeout` seconds (scaled)."""
+        try:
+            frame = await self.recv(timeout)
+        except TimeoutError:
+            return
+        raise AssertionError(f"expected silence, got {frame}")
 
     async def closed(self, timeout: float = 5.0) -> int | None:
         """Wait for the server to close; the close code."""

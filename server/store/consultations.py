@@ -2,21 +2,22 @@
 
 Keys (all under `stue:`):
     stue:c:<cid>            hash   the consultation record (created_ms, expires_ms)
-    stue:c:<cid>:members    hash   participant id -> "role|node|link" for everyone connected now
+    stue:c:<cid>:members    hash   participant id -> "role|node|link|seq|resume digest" for everyone connected now
+                                   (or dropped a moment ago and within the resume grace)
     stue:token:<sha256>     string "<cid> <role>": what a link token opens (the token itself is never stored)
-    stue:deadlines          zset   "<cid>:<pid>" -> ms after which the membership is dropped unless refreshed
+    stue:deadlines          zset   "<cid>:<pid>" -> ms after which a membership not refreshed or resumed is dropped
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Final, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from server.consultation import ROLES, new_consultation_id, new_token, token_digest
+from server.consultation import ROLES, new_consultation_id, new_token, secret_digest
 from server.protocol import PeerLeftReason, Role
 
 PREFIX: Final = "stue:c:"
@@ -29,18 +30,27 @@ def _load(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """One membership as stored. Its encoded value names the connection that holds it: the node and the resume
+    digest change with every resume, so a stale connection's leave or suspend (compare and set) changes nothing."""
+
     participant: str
     role: Role
     node: str
     link: str
+    #: Join order among members present together: the higher joined later (set by join.lua, kept on resume).
+    seq: int = 0
+    #: SHA-256 of the secret that resumes this membership ("" for none).
+    resume_digest: str = ""
 
     def encode(self) -> str:
-        return f"{self.role}|{self.node}|{self.link}"
+        return f"{self.role}|{self.node}|{self.link}|{self.seq}|{self.resume_digest}"
 
     @classmethod
     def decode(cls, participant: str, value: str) -> Member:
-        role, node, link = value.split("|", 2)
-        return cls(participant, cast(Role, role), node, link)
+        role, node, rest = value.split("|", 2)
+        link, _, rest = rest.partition("|")  # a value written before resume existed ends here
+        seq, _, digest = rest.partition("|")
+        return cls(participant, cast(Role, role), node, link, int(seq or 0), digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,7 @@ class Removed:
 
 @dataclass(frozen=True, slots=True)
 class JoinResult:
+    member: Member  # as stored, with its seq
     others: list[Member]
     removed: list[Removed]
 
@@ -80,6 +91,8 @@ class ConsultationStore:
         self.redis = redis
         self.membership_ttl_ms = int(membership_ttl_s * 1000)
         self._join: AsyncScript = redis.register_script(_load("join.lua"))
+        self._resume: AsyncScript = redis.register_script(_load("resume.lua"))
+        self._suspend: AsyncScript = redis.register_script(_load("suspend.lua"))
         self._leave: AsyncScript = redis.register_script(_load("leave.lua"))
         self._sweep: AsyncScript = redis.register_script(_load("sweep.lua"))
         self._refresh: AsyncScript = redis.register_script(_load("refresh.lua"))
@@ -92,13 +105,13 @@ class ConsultationStore:
             pipe.hset(f"{PREFIX}{cid}", mapping={"created_ms": now_ms, "expires_ms": expires_ms})
             pipe.pexpireat(f"{PREFIX}{cid}", expires_ms)
             for role, token in tokens.items():
-                pipe.set(f"stue:token:{token_digest(token)}", f"{cid} {role}", pxat=expires_ms)
+                pipe.set(f"stue:token:{secret_digest(token)}", f"{cid} {role}", pxat=expires_ms)
             await pipe.execute()
         return NewConsultation(cid, tokens, expires_ms)
 
     async def resolve(self, token: str) -> tuple[str, Role] | None:
         """The consultation and role a token opens, or None when it is unknown or expired."""
-        value = await self.redis.get(f"stue:token:{token_digest(token)}")
+        value = await self.redis.get(f"stue:token:{secret_digest(token)}")
         if value is None:
             return None
         text = value.decode() if isinstance(value, bytes) else value
@@ -106,23 +119,25 @@ class ConsultationStore:
         return cid, cast(Role, role)
 
     async def join(self, consultation: str, member: Member, *, now_ms: int) -> JoinResult:
-        others, removed = await self._join(
+        """Add `member` (its seq is given by the store), dropping expired members and the link's previous holder."""
+        others, removed, seq = await self._join(
             keys=[f"{PREFIX}{consultation}:members", DEADLINES, f"{PREFIX}{consultation}"],
             args=[
                 consultation,
                 member.participant,
-                member.encode(),
+                f"{member.role}|{member.node}|{member.link}",
                 member.link,
                 now_ms + self.membership_ttl_ms,
                 now_ms,
                 self.membership_ttl_ms,
+                member.resume_digest,
             ],
         )
         gone = [
             Removed(Member.decode(removed[i].decode(), removed[i + 1].decode()), removed[i + 2].decode())
             for i in range(0, len(removed), 3)
         ]
-        return JoinResult(_members(others), gone)
+        return JoinResult(replace(member, seq=int(seq)), _members(others), gone)
 
     async def member(self, consultation: str, participant: str) -> Member | None:
         """One current member, or None."""
@@ -131,10 +146,40 @@ class ConsultationStore:
             return None
         return Member.decode(participant, value.decode() if isinstance(value, bytes) else value)
 
-    async def leave(self, consultation: str, participant: str) -> list[Member] | None:
-        """Remove a member; the remaining members, or None when it had been removed already."""
+    async def resume(self, consultation: str, held: Member, resumed: Member, *, now_ms: int) -> list[Member] | None:
+        """Replace membership `held` (as read and verified by the caller) with `resumed`; the others, or None when
+        `held` is no longer the membership (swept, replaced, resumed by another connection) or has expired."""
+        result = await self._resume(
+            keys=[f"{PREFIX}{consultation}:members", DEADLINES, f"{PREFIX}{consultation}"],
+            args=[
+                consultation,
+                held.participant,
+                held.encode(),
+                resumed.encode(),
+                now_ms + self.membership_ttl_ms,
+                now_ms,
+                self.membership_ttl_ms,
+            ],
+        )
+        if not result:
+            return None
+        return _members(result[1:])
+
+    async def suspend(self, consultation: str, member: Member, *, deadline_ms: int) -> bool:
+        """Keep `member` until `deadline_ms` without refreshing; False when it is gone or held by another
+        connection now."""
+        held = await self._suspend(
+            keys=[f"{PREFIX}{consultation}:members", DEADLINES],
+            args=[consultation, member.participant, member.encode(), deadline_ms],
+        )
+        return bool(held)
+
+    async def leave(self, consultation: str, member: Member) -> list[Member] | None:
+        """Remove `member`; the remaining members, or None when it had been removed already (or is held by another
+        connection now)."""
         result = await self._leave(
-            keys=[f"{PREFIX}{consultation}:members", DEADLINES], args=[consultation, participant]
+            keys=[f"{PREFIX}{consultation}:members", DEADLINES],
+            args=[consultation, member.participant, member.encode()],
         )
         if not result:
             return None

@@ -110,3 +110,23 @@ async def test_invite_tokens_stay_out_of_server_logs(stue_embedded: StueServer) 
     log = stue_embedded.log.read_text()
     assert token_of(links["citizen_link"]) not in log
     assert "Q" * 32 not in log
+
+
+async def test_resume_secrets_stay_out_of_server_logs(stue_embedded: StueServer) -> None:
+    citizen, clinician = await pair(stue_embedded)
+    await citizen.expect("peer-joined")
+    first_secret = clinician.joined["resume"]
+    clinician.ws.transport.abort()
+    again = await Client.open(stue_embedded.ws_url, stue_embedded.url)
+    await again.join(clinician.token, resume=clinician.resume)
+    assert again.joined["resumed"] is True
+    again.ws.transport.abort()
+    guess = await Client.open(stue_embedded.ws_url, stue_embedded.url)
+    await guess.join(clinician.token, resume={"participant": clinician.id, "secret": "G" * 40})
+    assert guess.joined["resumed"] is False
+    await guess.send({"type": "leave"})
+    await guess.closed()
+    log = stue_embedded.log.read_text()
+    assert "resumed in" in log  # the resume was logged, by participant id only
+    for secret in (first_secret, again.joined["resume"], guess.joined["resume"], "G" * 40):
+        assert secret not in log

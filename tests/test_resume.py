@@ -1,0 +1,181 @@
+"""Signalling resume end to end: a participant whose socket drops comes back as itself, on any server process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support import StueServer
+from test_signalling import pair, pair_on_two_nodes
+from wsclient import Client
+
+pytestmark = pytest.mark.slow
+
+#: A secret of the right shape that the server never handed out.
+WRONG_SECRET = "W" * 32
+
+
+async def relays_both_ways(one: Client, other: Client) -> None:
+    """An offer from `one` reaches `other`'s socket and the answer comes back to `one`'s."""
+    await one.send({"type": "offer", "to": other.id, "sdp": "v=0 there"})
+    assert await other.expect("offer") == {"type": "offer", "from": one.id, "sdp": "v=0 there"}
+    await other.send({"type": "answer", "to": one.id, "sdp": "v=0 back"})
+    assert await one.expect("answer") == {"type": "answer", "from": other.id, "sdp": "v=0 back"}
+
+
+async def rejoin(server: StueServer, origin: str, old: Client, resume: dict[str, str]) -> Client:
+    """A new socket to `server` joining with `old`'s link and `resume`."""
+    client = await Client.open(server.ws_url, origin)
+    await client.join(old.token, resume=resume)
+    return client
+
+
+async def test_a_dropped_socket_resumes_as_the_same_participant(stue: StueServer) -> None:
+    citizen, clinician = await pair(stue)
+    assert (await citizen.expect("peer-joined"))["participant"] == clinician.id
+    citizen.ws.transport.abort()  # a dropped network, not a goodbye
+    await clinician.silent(1.5)  # no peer-left: the citizen may come back
+
+    again = await rejoin(stue, stue.url, citizen, citizen.resume)
+    assert again.id == citizen.id
+    assert again.joined["resumed"] is True
+    assert again.joined["resume"] != citizen.joined["resume"]  # rotated
+    # The clinician joined after the citizen, so it stays the impolite side of the pair.
+    assert again.joined["peers"] == [{"participant": clinician.id, "role": "clinician", "polite": True}]
+    # Told again, for the servers' routing (a client already knows the id and ignores it), politeness unchanged.
+    assert await clinician.expect("peer-joined") == {
+        "type": "peer-joined",
+        "participant": citizen.id,
+        "role": "citizen",
+        "polite": False,
+    }
+    await relays_both_ways(again, clinician)
+    await relays_both_ways(clinician, again)
+
+    # The first secret was used up: it opens nothing now, and the link's membership is replaced as on any join.
+    again.ws.transport.abort()
+    late = await rejoin(stue, stue.url, citizen, citizen.resume)
+    assert late.id != citizen.id
+    assert late.joined["resumed"] is False
+    assert await clinician.expect("peer-left") == {"type": "peer-left", "participant": citizen.id, "reason": "replaced"}
+    assert (await clinician.expect("peer-joined"))["participant"] == late.id
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    ["a wrong secret", "an unknown participant", "another participant with its secret", "another participant"],
+)
+async def test_a_resume_that_does_not_hold_is_an_ordinary_join(stue_embedded: StueServer, attempt: str) -> None:
+    citizen, clinician = await pair(stue_embedded)
+    await citizen.expect("peer-joined")
+    clinician.ws.transport.abort()
+    resume = {
+        "a wrong secret": {"participant": clinician.id, "secret": WRONG_SECRET},
+        "an unknown participant": {**clinician.resume, "participant": "p_nobody"},
+        # Peers know each other's ids; the clinician's link must not continue the citizen, secret or not.
+        "another participant with its secret": citizen.resume,
+        "another participant": {**clinician.resume, "participant": citizen.id},
+    }[attempt]
+    again = await rejoin(stue_embedded, stue_embedded.url, clinician, resume)
+    assert again.id not in (clinician.id, citizen.id)
+    assert again.joined["resumed"] is False
+    assert again.joined["role"] == "clinician"
+    assert again.joined["peers"] == [{"participant": citizen.id, "role": "citizen", "polite": False}]
+    assert await citizen.expect("peer-left") == {"type": "peer-left", "participant": clinician.id, "reason": "replaced"}
+    assert (await citizen.expect("peer-joined"))["participant"] == again.id
+    await relays_both_ways(again, citizen)
+
+
+async def test_no_resume_within_the_grace_tells_the_others_timeout(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
+) -> None:
+    server = stue_factory({**redis_env, "STUE_RESUME_GRACE": "1"})
+    citizen, clinician = await pair(server)
+    await citizen.expect("peer-joined")
+    dropped = time.monotonic()
+    clinician.ws.transport.abort()
+    # Well before the upkeep's own sweep (every STUE_MEMBERSHIP_TTL / 4 = 11 s): the dropping node sweeps itself.
+    left = await citizen.expect("peer-left", timeout=8)
+    assert left == {"type": "peer-left", "participant": clinician.id, "reason": "timeout"}
+    assert time.monotonic() - dropped >= 0.9  # not before the grace ran out
+
+    late = await rejoin(server, server.url, clinician, clinician.resume)
+    assert late.id != clinician.id
+    assert late.joined["resumed"] is False
+    assert (await citizen.expect("peer-joined"))["participant"] == late.id  # no `replaced`: the old one is gone
+
+
+async def test_a_grace_outlives_the_node_that_started_it(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
+) -> None:
+    env = {**redis_env, "STUE_RESUME_GRACE": "1", "STUE_MEMBERSHIP_TTL": "2"}
+    _, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env)
+    await citizen.expect("peer-joined")
+    await clinician.close()  # a clean close without `leave` is a drop too
+    await citizen.silent(0.5)
+    second.process.kill()  # its own grace sweep dies with it; the first node's upkeep sweeps instead
+    left = await citizen.expect("peer-left", timeout=8)
+    assert left == {"type": "peer-left", "participant": clinician.id, "reason": "timeout"}
+
+
+async def test_a_participant_resumes_on_the_other_server_process(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
+) -> None:
+    first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, redis_env)
+    await citizen.expect("peer-joined")
+
+    clinician.ws.transport.abort()  # the clinician was on the second process; it comes back on the first
+    await citizen.silent(1.0)
+    clinician_again = await rejoin(first, first.url, clinician, clinician.resume)
+    assert (clinician_again.id, clinician_again.joined["resumed"]) == (clinician.id, True)
+    assert clinician_again.joined["peers"] == [{"participant": citizen.id, "role": "citizen", "polite": False}]
+    assert await citizen.expect("peer-joined") == {
+        "type": "peer-joined",
+        "participant": clinician.id,
+        "role": "clinician",
+        "polite": True,
+    }
+    await relays_both_ways(clinician_again, citizen)
+    await relays_both_ways(citizen, clinician_again)
+
+    citizen.ws.transport.abort()  # and the citizen, on the first process, comes back on the second
+    await clinician_again.silent(1.0)
+    citizen_again = await rejoin(second, first.url, citizen, citizen.resume)
+    assert (citizen_again.id, citizen_again.joined["resumed"]) == (citizen.id, True)
+    assert (await clinician_again.expect("peer-joined"))["participant"] == citizen.id
+    await relays_both_ways(citizen_again, clinician_again)
+    await relays_both_ways(clinician_again, citizen_again)
+
+
+@pytest.mark.parametrize("where", ["same process", "other process"])
+async def test_resuming_while_the_old_socket_is_open_closes_only_the_old_socket(
+    stue_factory: Callable[..., StueServer], tmp_path: Path, where: str
+) -> None:
+    env = {"STUE_DATA_DIR": str(tmp_path / "data")}
+    first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env)
+    await citizen.expect("peer-joined")
+    # The client gave up on a socket the server still holds open (half-open after a network change).
+    newer = await rejoin(second if where == "same process" else first, first.url, clinician, clinician.resume)
+    assert (newer.id, newer.joined["resumed"]) == (clinician.id, True)
+    assert (await clinician.expect("error"))["code"] == "replaced"
+    assert await clinician.closed() == 4409
+    assert (await citizen.expect("peer-joined"))["participant"] == clinician.id
+    await citizen.silent(1.5)  # no peer-left: the old connection ended without touching the membership
+    await relays_both_ways(citizen, newer)
+    await relays_both_ways(newer, citizen)
+
+
+async def test_leave_still_tells_the_others_at_once_and_cannot_be_resumed(stue: StueServer) -> None:
+    citizen, clinician = await pair(stue)
+    await citizen.expect("peer-joined")
+    await clinician.send({"type": "leave"})
+    left = await citizen.expect("peer-left", timeout=2)  # at once, not after the 20 s grace
+    assert left == {"type": "peer-left", "participant": clinician.id, "reason": "left"}
+    assert await clinician.closed() == 1000
+    again = await rejoin(stue, stue.url, clinician, clinician.resume)
+    assert again.id != clinician.id
+    assert again.joined["resumed"] is False
+    assert (await citizen.expect("peer-joined"))["participant"] == again.id
