@@ -172,16 +172,22 @@ function openSignalling() {
   session.joined = false;
 
   signalling.on('joined', (msg) => {
-    // A (re-)join gives us a new id, so every existing peer connection is stale.
-    closeAllPeers();
     session.joined = true;
     session.role = msg.role;
     session.iceServers = msg.ice_servers;
-    for (const entry of msg.peers) addPeer(entry.participant, entry.role, entry.polite, takePrepared(!entry.polite));
-    setStatus(msg.peers.length > 0 ? 'status.connecting_peer' : 'status.waiting');
+    if (msg.resumed) {
+      resumePeers(msg.peers);
+    } else {
+      // A new participant id: every existing peer connection belongs to the old one.
+      closeAllPeers();
+      for (const entry of msg.peers) addPeer(entry.participant, entry.role, entry.polite, takePrepared(!entry.polite));
+      setStatus(msg.peers.length > 0 ? 'status.connecting_peer' : 'status.waiting');
+    }
     renderCallState();
   });
   signalling.on('peer-joined', (msg) => {
+    // Someone we know, back on another server after a signalling blip: their connection with us carries on.
+    if (session.peers.has(msg.participant)) return;
     addPeer(msg.participant, msg.role, msg.polite, takePrepared(!msg.polite));
     setStatus('status.connecting_peer');
     renderCallState();
@@ -212,6 +218,24 @@ function openSignalling() {
     else showError('replaced', { label: 'error.continue_here', run: () => void rejoin() });
   });
   signalling.connect();
+}
+
+/**
+ * The server kept us as the same participant across a signalling drop, so our peer connections carry on: forget
+ * those who left meanwhile, meet those who came (the server's `polite` keeps each pair's roles by join order),
+ * and repair what the drop may have cost (an offer or candidates sent while the socket was down).
+ * @param {import('./protocol.js').PeerEntry[]} present
+ */
+function resumePeers(present) {
+  const ids = new Set(present.map((entry) => entry.participant));
+  for (const id of [...session.peers.keys()]) if (!ids.has(id)) removePeer(id);
+  for (const entry of present) {
+    if (!session.peers.has(entry.participant)) addPeer(entry.participant, entry.role, entry.polite, null);
+  }
+  for (const peer of session.peers.values()) peer.repair();
+  const allConnected = [...session.peers.values()].every((peer) => peer.state === 'connected');
+  if (session.peers.size === 0) setStatus('status.waiting');
+  else setStatus(allConnected ? null : 'status.connecting_peer');
 }
 
 /** @param {Role} role @returns {Role} */

@@ -216,6 +216,19 @@ export class Peer extends Emitter {
     });
   }
 
+  /**
+   * After signalling came back: what was sent while it was down is lost. An offer still unanswered is made again;
+   * a connection that is not up restarts ICE (and so gathers and sends fresh candidates).
+   */
+  repair() {
+    if (this.#closed) return;
+    this.#enqueue(async () => {
+      const pc = this.#pc;
+      if (pc.signalingState === 'have-local-offer') await this.#offerAgain();
+      else if (this.#state !== 'connected' && pc.signalingState === 'stable' && !this.#holdOffers) this.#restartIce();
+    });
+  }
+
   close() {
     if (this.#closed) return;
     this.#closed = true;

@@ -23,7 +23,9 @@ export const CloseCode = Object.freeze({
  * @typedef {{candidate: string, sdpMid: string | null, sdpMLineIndex: number | null, usernameFragment: string | null}} CandidateObject
  */
 
-/** @typedef {{type: 'join', token: string}} JoinMessage */
+/** What a client shows to continue as the same participant after its socket dropped. */
+/** @typedef {{participant: string, secret: string}} Resume */
+/** @typedef {{type: 'join', token: string, resume?: Resume}} JoinMessage */
 /** @typedef {{type: 'offer' | 'answer', to: string, sdp: string}} DescriptionOut */
 /** @typedef {{type: 'candidate', to: string, candidate: CandidateObject | null}} CandidateOut */
 /** @typedef {{type: 'leave'} | {type: 'ping'}} BareOut */
@@ -31,7 +33,7 @@ export const CloseCode = Object.freeze({
 
 /**
  * @typedef {{type: 'joined', participant: string, role: Role, consultation: string,
- *            peers: PeerEntry[], ice_servers: RTCIceServer[]}} JoinedMessage
+ *            peers: PeerEntry[], ice_servers: RTCIceServer[], resume: string | null, resumed: boolean}} JoinedMessage
  * @typedef {{type: 'peer-joined', participant: string, role: Role, polite: boolean}} PeerJoinedMessage
  * @typedef {{type: 'peer-left', participant: string, reason: LeaveReason}} PeerLeftMessage
  * @typedef {{type: 'offer' | 'answer', from: string, sdp: string}} DescriptionIn
@@ -76,10 +78,14 @@ export function socketUrl(location) {
 
 // ---- client → server -------------------------------------------------------------------------
 
-/** @param {string} token @returns {JoinMessage} */
-export function join(token) {
+/**
+ * @param {string} token
+ * @param {Resume | null} [resume]  from the last `joined`: continue as that participant if the server still can
+ * @returns {JoinMessage}
+ */
+export function join(token, resume = null) {
   if (!TOKEN_RE.test(token)) throw new RangeError('token must be 16–128 URL-safe characters');
-  return { type: 'join', token };
+  return resume ? { type: 'join', token, resume: { participant: resume.participant, secret: resume.secret } } : { type: 'join', token };
 }
 
 /**
@@ -249,6 +255,9 @@ export function parseServerFrame(text) {
         consultation: str(data, 'consultation'),
         peers: data.peers.map(parsePeerEntry),
         ice_servers: data.ice_servers.map(parseIceServer),
+        // Absent from an older server: then there is nothing to resume with, and every join is new.
+        resume: optionalString(data, 'resume'),
+        resumed: data.resumed === true,
       };
     }
     case 'peer-joined': {

@@ -70,6 +70,9 @@ export class Signalling extends Emitter {
   #retryTimer;
   /** @type {WebSocket | null} */
   #spare;
+  /** From the last `joined`: lets a reconnect continue as the same participant, keeping its peer connections. */
+  /** @type {import('./protocol.js').Resume | null} */
+  #resume = null;
   #url;
   #token;
   #WebSocket;
@@ -110,7 +113,7 @@ export class Signalling extends Emitter {
     const opened = () => {
       if (this.#socket !== socket) return;
       this.#setState(SignallingState.JOINING);
-      this.#write(protocol.join(this.#token));
+      this.#write(protocol.join(this.#token, this.#resume));
       this.#startPing();
     };
     this.#socket = socket;
@@ -149,6 +152,7 @@ export class Signalling extends Emitter {
 
   /** Leave the consultation for good: the others see `peer-left` at once. */
   leave() {
+    this.#resume = null;
     if (this.#state === SignallingState.JOINED) this.#write(protocol.leave());
     this.close();
   }
@@ -189,6 +193,7 @@ export class Signalling extends Emitter {
         const rejoin = this.#everJoined;
         this.#everJoined = true;
         this.#attempt = 0;
+        this.#resume = message.resume ? { participant: message.participant, secret: message.resume } : null;
         this.#setState(SignallingState.JOINED);
         this.emit('joined', { ...message, rejoin });
         break;
@@ -217,6 +222,7 @@ export class Signalling extends Emitter {
 
   /** @param {FatalCode} code */
   #fatal(code) {
+    this.#resume = null;
     if (this.#state === SignallingState.CLOSED) return;
     this.#teardownSocket(1000);
     clearTimeout(this.#retryTimer);
