@@ -235,7 +235,8 @@ function resumePeers(present) {
   for (const peer of session.peers.values()) peer.repair();
   const allConnected = [...session.peers.values()].every((peer) => peer.state === 'connected');
   if (session.peers.size === 0) setStatus('status.waiting');
-  else setStatus(allConnected ? null : 'status.connecting_peer');
+  else if (allConnected) setStatus('status.connected', { clearAfterMs: CONNECTED_NOTICE_MS });
+  else setStatus('status.connecting_peer');
 }
 
 /** @param {Role} role @returns {Role} */
