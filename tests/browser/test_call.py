@@ -292,3 +292,32 @@ def test_a_signalling_drop_does_not_interrupt_the_call(
         wait_state(page, "in-call")
     assert "peer-left" not in clinician.evaluate("() => window.__received")
     assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
+
+
+#: The local ICE username fragment of the page's one peer connection (an ICE restart makes a new one).
+LOCAL_UFRAG = "() => window.__pcs[0].localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]"
+
+
+def test_a_peer_that_vanishes_makes_the_page_restart_ice_by_itself(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """A real `disconnected`, not a scripted one: the probe on the other end is killed mid-call."""
+    links = stue_embedded.new_consultation()
+    page = open_page(links["citizen_link"], **TABLET)
+    join(page)
+    wait_state(page, "waiting")
+    probe = run_probe(links["clinician_link"], timeout=60)
+    try:
+        wait_connected_with_video(page, timeout=30)
+        before = page.evaluate(LOCAL_UFRAG)
+        probe.kill()  # no leave, no goodbye: its socket drops (the server keeps it for the resume grace) and its
+        probe.wait(10)  # ICE answers stop
+        # Chromium sees no STUN answers (ICE `disconnected`); after the page's grace it restarts ICE itself,
+        # which is a new offer through signalling with fresh ICE credentials.
+        page.wait_for_function(f"(old) => ({LOCAL_UFRAG})() !== old", arg=before, timeout=30_000 * TIME_SCALE)
+        assert page.evaluate("() => document.getElementById('status').dataset.i18n") == "status.peer_unstable"
+        assert page.evaluate("() => window.__pcs.length") == 1  # the same connection, repaired in place
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait(10)
