@@ -36,6 +36,15 @@ UVICORN_OPTIONS: Final[dict[str, Any]] = {
 }
 
 
+class _WithoutClientAddresses(logging.Filter):
+    """Drops uvicorn's line per WebSocket handshake (`<address>:<port> - "WebSocket /ws" [accepted]`, or 403),
+    which it writes even with the access log off: client addresses are personal data and stay out of the logs.
+    Stue logs the refusals it makes itself, without the address."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket '))
+
+
 def _check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -81,7 +90,15 @@ async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 
     handle = await open_redis(settings)
     try:
-        config = uvicorn.Config(create_app(settings, handle), host=host, port=port, **UVICORN_OPTIONS)
+        config = uvicorn.Config(
+            create_app(settings, handle),
+            host=host,
+            port=port,
+            # Given always, so uvicorn's own FORWARDED_ALLOW_IPS (unvalidated) never decides who the client is.
+            forwarded_allow_ips=list(settings.trusted_proxies),
+            **UVICORN_OPTIONS,
+        )
+        logging.getLogger("uvicorn.error").addFilter(_WithoutClientAddresses())  # after uvicorn set up its logging
         server = uvicorn.Server(config)
         _tune_gc()
         serving = asyncio.create_task(server.serve())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from urllib.parse import urlsplit
 from server.exceptions import ConfigError
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+#: Loopback: a reverse proxy on the same machine is trusted to name the client in `X-Forwarded-For`.
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,11 @@ class Settings:
     frame_rate: float = 50.0  # frames per second a connection may send, after
     frame_burst: float = 200.0  # a burst of this many
     join_timeout_s: float = 600.0  # a socket opened ahead of the tap may wait this long for `join`
+    #: Sockets one client address may hold open without joining (an office's workstations share one NAT address).
+    max_unjoined_per_address: int = 50
+    #: Addresses and networks of reverse proxies whose `X-Forwarded-For` names the client (uvicorn's
+    #: `forwarded_allow_ips`); from anyone else the header is ignored.
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
 
     @property
     def public_origin(self) -> str:
@@ -81,6 +89,38 @@ def _parse_positive(name: str, value: str) -> float:
     return number
 
 
+def _parse_at_least_one(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a whole number") from None
+    if number < 1:
+        raise ConfigError(f"{name}={value!r} must be at least 1")
+    return number
+
+
+def _parse_trusted_proxies(value: str) -> tuple[str, ...]:
+    """IP addresses and networks, comma-separated; empty trusts no proxy. Each is checked here because uvicorn
+    would take a misspelt one as a literal host name and silently trust nobody."""
+    proxies = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise ConfigError(
+                "STUE_TRUSTED_PROXIES='*' would let any client choose its own address; "
+                "name the proxies' addresses or networks, e.g. STUE_TRUSTED_PROXIES=10.0.0.0/8"
+            )
+        try:
+            proxies.append(str(ipaddress.ip_network(item) if "/" in item else ipaddress.ip_address(item)))
+        except ValueError as exc:
+            raise ConfigError(
+                f"STUE_TRUSTED_PROXIES: {item!r} is not an IP address or network ({exc}); "
+                "use e.g. STUE_TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8"
+            ) from None
+    return tuple(proxies)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate `STUE_*` variables from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -96,6 +136,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "STUE_FRAME_RATE",
         "STUE_FRAME_BURST",
         "STUE_JOIN_TIMEOUT",
+        "STUE_MAX_UNJOINED_PER_ADDRESS",
+        "STUE_TRUSTED_PROXIES",
     }
     unknown = sorted(k for k in env if k.startswith("STUE_") and k not in known)
     if unknown:
@@ -123,4 +165,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         frame_rate=_parse_positive("STUE_FRAME_RATE", env.get("STUE_FRAME_RATE", "50")),
         frame_burst=_parse_positive("STUE_FRAME_BURST", env.get("STUE_FRAME_BURST", "200")),
         join_timeout_s=_parse_positive("STUE_JOIN_TIMEOUT", env.get("STUE_JOIN_TIMEOUT", "600")),
+        max_unjoined_per_address=_parse_at_least_one(
+            "STUE_MAX_UNJOINED_PER_ADDRESS", env.get("STUE_MAX_UNJOINED_PER_ADDRESS", "50")
+        ),
+        trusted_proxies=_parse_trusted_proxies(env.get("STUE_TRUSTED_PROXIES", ",".join(DEFAULT_TRUSTED_PROXIES))),
     )

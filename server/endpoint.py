@@ -30,6 +30,7 @@ from server.node import Node, now_ms
 from server.protocol import Error, Joined, PeerEntry, PeerLeftReason, Resume, Role, encode
 from server.routing import Kind
 from server.store.consultations import Member
+from server.unjoined import UnjoinedSocket
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ def error_frame(error: ClientError) -> bytes:
 class Connection:
     """One client's socket: its session core, and an ordered outbox, drained at once (eagerly) when frames arrive."""
 
-    def __init__(self, websocket: WebSocket, node: Node) -> None:
+    def __init__(self, websocket: WebSocket, node: Node, unjoined: UnjoinedSocket) -> None:
         self.ws = websocket
         self.node = node
+        #: This socket's place among its address's unjoined sockets, given up when it joins.
+        self.unjoined = unjoined
         settings = node.settings
         self.session = Session(TokenBucket(rate=settings.frame_rate, burst=settings.frame_burst))
         self.outbox: deque[tuple[Kind, bytes, str, str]] = deque()
@@ -193,6 +196,7 @@ class Connection:
             raise
         member, others = joining
         self.session.joined(member.participant, consultation, role, {m.participant: m.node for m in others})
+        self.unjoined.joined()
         joined = Joined(
             participant=member.participant,
             role=role,
@@ -300,5 +304,18 @@ async def signalling_endpoint(websocket: WebSocket) -> None:
         log.warning("refused a WebSocket from a foreign origin")
         await websocket.close(code=1008)
         return
-    await websocket.accept()
-    await Connection(websocket, node).run()
+    # The address uvicorn gives: the socket's peer, or what a trusted proxy (STUE_TRUSTED_PROXIES) says it forwards.
+    address = websocket.client.host if websocket.client is not None else ""
+    unjoined = node.unjoined.open(address)
+    if unjoined is None:
+        # Refused before accept, as above: each open socket costs memory and a descriptor. No address: personal data.
+        log.warning(
+            "refused a WebSocket: its client address is at its limit of %d sockets without a join", node.unjoined.limit
+        )
+        await websocket.close(code=1008)
+        return
+    try:
+        await websocket.accept()
+        await Connection(websocket, node, unjoined).run()
+    finally:
+        unjoined.closed()

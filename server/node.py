@@ -20,6 +20,7 @@ from server.routing import Envelope, Kind
 from server.store.bus import Bus
 from server.store.connection import RedisHandle
 from server.store.consultations import ConsultationStore, Member
+from server.unjoined import UnjoinedSockets
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Node:
         self.local: dict[str, tuple[str, Endpoint]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._sweeps: dict[int, asyncio.Task[None]] = {}  # slot number → the sweep due at its end
+        #: Sockets open without a join, per client address: in memory, so the upgrade costs no Redis round trip.
+        self.unjoined = UnjoinedSockets(settings.max_unjoined_per_address)
 
     async def start(self) -> None:
         await self.bus.start()

@@ -56,6 +56,8 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
     [
         ({"STUE_PUBLIC_URL": "not a url"}, "STUE_PUBLIC_URL"),
         ({"STUE_REDIS_URL": "mysql://x"}, "STUE_REDIS_URL"),
+        ({"STUE_MAX_UNJOINED_PER_ADDRESS": "0"}, "STUE_MAX_UNJOINED_PER_ADDRESS"),
+        ({"STUE_TRUSTED_PROXIES": "nginx"}, "STUE_TRUSTED_PROXIES"),
         ({"STUE_REDIS_URL": "redis://127.0.0.1:1/0"}, "unreachable"),
     ],
 )

@@ -18,8 +18,14 @@ class Client:
         self.joined: dict[str, Any] = {}
 
     @classmethod
-    async def open(cls, ws_url: str, origin: str) -> Client:
-        ws = await connect(ws_url, origin=origin, compression=None, max_size=2**20)  # type: ignore[arg-type]
+    async def open(cls, ws_url: str, origin: str, headers: dict[str, str] | None = None) -> Client:
+        ws = await connect(
+            ws_url,
+            origin=origin,  # type: ignore[arg-type]
+            compression=None,
+            max_size=2**20,
+            additional_headers=headers,
+        )
         return cls(ws)
 
     @property
