@@ -17,8 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-#: Relay load is far above what a person sends; the per-connection budget would close the benchmark's sockets.
-LOAD_LIMITS = {"STUE_FRAME_RATE": "100000", "STUE_FRAME_BURST": "100000"}
+#: Relay load is far above what a person sends, and every benchmark client comes from one address: the
+#: per-connection frame budget and the per-address cap on sockets not yet joined would refuse the benchmark.
+LOAD_LIMITS = {"STUE_FRAME_RATE": "100000", "STUE_FRAME_BURST": "100000", "STUE_MAX_UNJOINED_PER_ADDRESS": "100000"}
 LOG_DIR = Path(tempfile.gettempdir()) / "stue-bench-logs"
 #: The Origin every benchmark client sends; each Stue process allows it beside its own public origin.
 ORIGIN = f"http://{HOST}"
