@@ -45,6 +45,8 @@ const session = {
   prepared: null,
   /** @type {ReturnType<typeof setInterval> | undefined} */
   prepareTimer: undefined,
+  /** Makes a new prepared connection; set only while the preview prepares. @type {(() => void) | null} */
+  refreshPrepared: null,
 };
 
 // ---- errors -------------------------------------------------------------------------------------
@@ -86,29 +88,37 @@ async function startPreview() {
 
 // ---- a connection made ahead ---------------------------------------------------------------------
 
-/** While the preview shows, keep a fresh prepared connection, so the tap does not wait for WebRTC to start. */
-/** @param {MediaStream} stream */
+/**
+ * While the preview shows, keep a fresh prepared connection, so the tap does not wait for WebRTC to start. It is
+ * replaced before it goes stale, when the network comes back, and when a hidden page is shown again (a hidden
+ * page makes none: a tablet may sit on the preview for hours).
+ * @param {MediaStream} stream
+ */
 function startPreparing(stream) {
   stopPreparing();
-  const prepare = () => {
-    session.prepared?.close();
-    session.prepared = null;
+  session.refreshPrepared = () => {
+    if (document.visibilityState !== 'visible') return;
     PreparedConnection.create(stream, session.iceServers).then(
       (prepared) => {
-        if (session.prepareTimer === undefined) prepared.close();  // the page moved on meanwhile
-        else session.prepared = prepared;
+        if (session.refreshPrepared === null) {
+          prepared.close(); // the page moved on meanwhile
+          return;
+        }
+        session.prepared?.close();
+        session.prepared = prepared;
       },
       (err) => console.warn('peer: could not prepare a connection ahead', err),
     );
   };
-  session.prepareTimer = setInterval(prepare, PREPARED_MAX_AGE_MS / 2);
-  prepare();
+  session.prepareTimer = setInterval(session.refreshPrepared, PREPARED_MAX_AGE_MS / 2);
+  session.refreshPrepared();
 }
 
 /** Stop replacing the prepared connection (it is kept until the first peer takes it). */
 function stopPreparing() {
   clearInterval(session.prepareTimer);
   session.prepareTimer = undefined;
+  session.refreshPrepared = null;
 }
 
 /**
@@ -382,7 +392,10 @@ async function boot() {
   });
   onErrorAction(() => session.errorAction?.());
   onRejoin(() => void rejoin());
-  addEventListener('online', () => session.signalling?.retryNow());
+  addEventListener('online', () => {
+    session.signalling?.retryNow();
+    session.refreshPrepared?.(); // its candidates were gathered on the network that went away
+  });
   // Tell the others at once instead of after the server notices the socket is gone.
   addEventListener('pagehide', () => session.signalling?.leave());
   // A page restored from the back/forward cache has left already; start afresh.
@@ -390,6 +403,9 @@ async function boot() {
     if (event.persisted) location.reload();
   });
   document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && (!session.prepared || session.prepared.stale)) {
+      session.refreshPrepared?.();
+    }
     if (document.visibilityState === 'visible' && session.signalling) void keepScreenAwake();
   });
 

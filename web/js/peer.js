@@ -11,7 +11,7 @@ export const POLITE_OFFER_FALLBACK_MS = 4000;
 export const OFFER_ANSWER_TIMEOUT_MS = 5000;
 
 /** A prepared offer older than this is not sent: the network (and so its host candidates) may have changed. */
-export const PREPARED_MAX_AGE_MS = 60_000;
+export const PREPARED_MAX_AGE_MS = 5 * 60_000;
 
 /** @typedef {'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed'} PeerState */
 
