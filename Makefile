@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not browser and not slow"
 
 system-deps:
-	@scripts/ensure-system-deps chromium redis-server
+	@scripts/ensure-system-deps chromium firefox-esr redis-server
 
 ## Linters and type checkers.
 check: $(STAMP) $(NODE_STAMP)

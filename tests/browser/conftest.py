@@ -1,5 +1,7 @@
-"""Real Chromium (Debian's) driven by Playwright, with a fake camera and microphone."""
+"""Real browsers with a fake camera and microphone: Debian's chromium (Playwright) and firefox-esr (Marionette)."""
+
+from firefox import firefox
 
 from pages import browser, open_page, playwright
 
-__all__ = ["browser", "open_page", "playwright"]
+__all__ = ["browser", "firefox", "open_page", "playwright"]
