@@ -321,3 +321,14 @@ def test_a_peer_that_vanishes_makes_the_page_restart_ice_by_itself(
         if probe.poll() is None:
             probe.kill()
             probe.wait(10)
+
+
+def test_a_browser_without_webrtc_is_told_so_calmly(stue_embedded: StueServer, open_page: Callable[..., Page]) -> None:
+    """An old tablet's browser without WebRTC (Debian's WebKitGTK is one): a plain message, and no camera asked."""
+    links = stue_embedded.new_consultation()
+    page = open_page(links["citizen_link"], **TABLET, init_script="delete window.RTCPeerConnection;")
+    wait_state(page, "unsupported")
+    assert page.locator("#unsupported-heading").inner_text().strip() != ""
+    assert page.evaluate("() => document.querySelector('#preview-video').srcObject") is None
+    screenshot(page, "call-unsupported-tablet")
+    assert page.errors == []  # type: ignore[attr-defined]
