@@ -332,3 +332,32 @@ def test_a_browser_without_webrtc_is_told_so_calmly(stue_embedded: StueServer, o
     assert page.evaluate("() => document.querySelector('#preview-video').srcObject") is None
     screenshot(page, "call-unsupported-tablet")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+#: Lets a test move the page's performance.now() forward, as if the preview had been open that much longer.
+SHIFTABLE_CLOCK = """
+(() => {
+  const now = performance.now.bind(performance);
+  window.__shiftMs = 0;
+  performance.now = () => now() + window.__shiftMs;
+})();
+"""
+
+
+def test_a_stale_prepared_offer_is_not_sent(stue_embedded: StueServer, open_page: Callable[..., Page]) -> None:
+    """An offer prepared long ago may carry the candidates of a network the tablet has left: the newcomer makes a
+    fresh connection instead of sending it."""
+    links = stue_embedded.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET)
+    join(citizen)
+    wait_state(citizen, "waiting")
+    clinician = open_page(links["clinician_link"], **DESKTOP, init_script=SHIFTABLE_CLOCK)
+    wait_state(clinician, "preview")
+    clinician.wait_for_function(
+        "() => window.__pcs.length === 1 && window.__pcs[0].signalingState === 'have-local-offer'"
+    )
+    clinician.evaluate("() => { window.__shiftMs = 6 * 60 * 1000; }")  # past the prepared offer's 5 minutes
+    clinician.click("#join")
+    wait_connected_with_video(clinician)
+    wait_connected_with_video(citizen)
+    assert connection_states(clinician) == ["closed", "connected"]  # the stale one closed, a fresh one in use
