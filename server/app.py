@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
@@ -73,6 +74,11 @@ async def call_page(request: Request) -> Response:
 
 async def link_status(request: Request) -> Response:
     """Whether a link still opens a consultation, and as which role; nothing else about it."""
+    node: Node = request.app.state.node
+    address = request.client.host if request.client else ""
+    if not node.link_checks.allow(address, time.monotonic()):
+        # The page treats any answer but 404 as "unknown" and goes on; joining then tells.
+        return JSONResponse({"error": "rate_limited"}, status_code=429, headers={"retry-after": "1"})
     body = await request.body()
     if len(body) > 1024:
         return JSONResponse({"error": "too_large"}, status_code=413)
@@ -80,7 +86,6 @@ async def link_status(request: Request) -> Response:
         check = msgspec.json.decode(body, type=LinkCheck)
     except msgspec.MsgspecError:
         return JSONResponse({"error": "bad_request"}, status_code=400)
-    node: Node = request.app.state.node
     found = await node.store.resolve(check.token)
     if found is None:
         return JSONResponse({"error": "bad_token"}, status_code=404, headers={"cache-control": "no-store"})

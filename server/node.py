@@ -20,10 +20,13 @@ from server.routing import Envelope, Kind
 from server.store.bus import Bus
 from server.store.connection import RedisHandle
 from server.store.consultations import ConsultationStore, Member
-from server.unjoined import UnjoinedSockets
+from server.unjoined import AddressRate, UnjoinedSockets
 
 log = logging.getLogger(__name__)
 
+#: Link checks per client address (a municipality office may put many workstations behind one address).
+LINK_CHECKS_PER_S = 5.0
+LINK_CHECK_BURST = 50.0
 #: Grace sweeps due within one slot are one sweep, so a thousand drops at once (a restart) cost a few sweeps.
 SWEEP_SLOT_S = 0.25
 
@@ -55,6 +58,8 @@ class Node:
         self._sweeps: dict[int, asyncio.Task[None]] = {}  # slot number → the sweep due at its end
         #: Sockets open without a join, per client address: in memory, so the upgrade costs no Redis round trip.
         self.unjoined = UnjoinedSockets(settings.max_unjoined_per_address)
+        #: `POST /api/link` per client address: a page checks its link once per load; this is far above that.
+        self.link_checks = AddressRate(rate=LINK_CHECKS_PER_S, burst=LINK_CHECK_BURST)
 
     async def start(self) -> None:
         await self.bus.start()

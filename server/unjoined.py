@@ -1,4 +1,5 @@
-"""The signalling sockets each client address holds open without having joined, capped per address (no I/O)."""
+"""Per client address limits, in memory and without I/O: the signalling sockets open without a join, and the
+rate of link checks."""
 
 from __future__ import annotations
 
@@ -68,3 +69,38 @@ class UnjoinedSocket:
         if self.counted:
             self.counted = False
             self._sockets._release(self.address)
+
+
+class AddressRate:
+    """A token bucket per client address (`burst` at once, refilled at `rate` per second), for one process.
+
+    An address idle long enough for its bucket to be full again is the same as an unknown one, so such addresses
+    are forgotten whenever the table grows past `max_addresses`: the table stays bounded under a flood of
+    addresses, and nobody is refused for an address that was busy long ago.
+    """
+
+    def __init__(self, rate: float, burst: float, *, max_addresses: int = 10_000) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate, self.burst, self.max_addresses = rate, burst, max_addresses
+        self._buckets: dict[str, tuple[float, float]] = {}  # address → (tokens, when counted)
+        self._sweep_above = max_addresses  # doubles while busy addresses fill the table: amortised O(1) per call
+
+    def allow(self, address: str, now: float) -> bool:
+        """Take one token for `address` at time `now` (seconds, monotonic); False when it has none left."""
+        tokens, stamp = self._buckets.get(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[address] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self._sweep_above:
+            self._forget_idle(now)
+        return allowed
+
+    def _forget_idle(self, now: float) -> None:
+        refill_s = self.burst / self.rate
+        self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] < refill_s}
+        self._sweep_above = max(self.max_addresses, 2 * len(self._buckets))
+
+    @property
+    def addresses(self) -> int:
+        return len(self._buckets)

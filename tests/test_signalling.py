@@ -215,3 +215,13 @@ def test_the_link_check_tells_only_whether_a_link_opens_and_as_which_role(stue: 
     assert post_link(stue, b'{"token": "short"}')[0] == 400
     assert post_link(stue, json.dumps({"token": token, "extra": 1}).encode())[0] == 400
     assert post_link(stue, b"x" * 2000)[0] == 413
+
+
+def test_link_checks_are_rate_limited_per_address(stue_embedded: StueServer) -> None:
+    """Far more checks than pages: the burst passes, then 429 (the page treats it as "unknown" and goes on)."""
+    links = stue_embedded.new_consultation()
+    body = json.dumps({"token": token_of(links["citizen_link"])}).encode()
+    statuses = [post_link(stue_embedded, body)[0] for _ in range(80)]
+    assert statuses[:40] == [200] * 40  # within the burst of 50 (a little refill on the way does not matter)
+    assert statuses[-1] == 429
+    assert 429 in statuses and set(statuses) == {200, 429}

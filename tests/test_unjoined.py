@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from server.unjoined import UnjoinedSockets
+from server.unjoined import AddressRate, UnjoinedSockets
 
 
 def test_an_address_at_the_limit_is_refused_and_nothing_is_counted_for_the_refusal() -> None:
@@ -86,3 +86,28 @@ def test_many_random_cycles_return_every_count_to_zero_and_forget_the_addresses(
 def test_the_limit_is_at_least_one(limit: int) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         UnjoinedSockets(limit)
+
+
+def test_the_link_check_rate_allows_a_burst_then_refills() -> None:
+    rate = AddressRate(rate=2.0, burst=3.0)
+    assert [rate.allow("192.0.2.7", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert rate.allow("192.0.2.8", 0.0)  # another address has its own bucket
+    assert not rate.allow("192.0.2.7", 0.25)  # half a token
+    assert rate.allow("192.0.2.7", 0.5)  # one token refilled
+    assert not rate.allow("192.0.2.7", 0.5)
+    assert [rate.allow("192.0.2.7", 100.0) for _ in range(4)] == [True, True, True, False]  # never above the burst
+
+
+def test_the_link_check_rate_forgets_idle_addresses_when_its_table_is_full() -> None:
+    rate = AddressRate(rate=1.0, burst=2.0, max_addresses=100)
+    for i in range(100):
+        rate.allow(f"10.0.0.{i}", 0.0)
+    assert rate.addresses == 100
+    rate.allow("10.0.1.0", 10.0)  # the others have been idle long enough to be full again
+    assert rate.addresses == 1
+    for i in range(150):
+        rate.allow(f"10.0.2.{i}", 10.0)  # all busy now: none is forgotten, so none gets a fresh burst
+    assert rate.addresses == 151
+    for i in range(150):
+        rate.allow(f"10.0.3.{i}", 15.0)  # the earlier ones are idle again and go at the next sweep
+    assert rate.addresses <= 151
