@@ -114,15 +114,13 @@ def _spawn(name: str, argv: list[str], env: dict[str, str] | None, port: int) ->
     return Proc(name, process, log, port)
 
 
-def start_redis(unix_socket: bool = False) -> Proc:
-    """A throwaway redis-server on a free loopback port (and on a unix socket too when asked)."""
+def start_redis() -> Proc:
+    """A throwaway redis-server on a free loopback port."""
     port = free_port()
-    socket_path = Path(tempfile.gettempdir()) / f"stue-bench-redis-{port}.sock"
     proc = _spawn(
         "redis",
         [
             "/usr/bin/redis-server",
-            *(["--unixsocket", str(socket_path), "--unixsocketperm", "700"] if unix_socket else []),
             "--port",
             str(port),
             "--bind",
@@ -153,8 +151,6 @@ def start_redis(unix_socket: bool = False) -> Proc:
 
     wait_until(answers, 10, "redis-server")
     proc.extra["url"] = f"redis://{HOST}:{port}/0"
-    if unix_socket:
-        proc.extra["unix_url"] = f"unix://{socket_path}?db=0"
     return proc
 
 

@@ -65,7 +65,7 @@ _ALLOWED: Final = {
 
 @dataclass(slots=True)
 class TokenBucket:
-    """Per-connection frame budget: `burst` frames at once, refilled at `rate` frames per second."""
+    """A budget of `burst` at once, refilled at `rate` per second (frames per connection; link checks per address)."""
 
     rate: float
     burst: float

@@ -3,6 +3,8 @@ rate of link checks."""
 
 from __future__ import annotations
 
+from server.consultation import TokenBucket
+
 
 class UnjoinedSockets:
     """Counts, per client address, the sockets between their upgrade and their join (or close), for one process.
@@ -83,22 +85,22 @@ class AddressRate:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate, self.burst, self.max_addresses = rate, burst, max_addresses
-        self._buckets: dict[str, tuple[float, float]] = {}  # address → (tokens, when counted)
+        self._buckets: dict[str, TokenBucket] = {}
         self._sweep_above = max_addresses  # doubles while busy addresses fill the table: amortised O(1) per call
 
     def allow(self, address: str, now: float) -> bool:
         """Take one token for `address` at time `now` (seconds, monotonic); False when it has none left."""
-        tokens, stamp = self._buckets.get(address, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[address] = (tokens - 1.0 if allowed else tokens, now)
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(rate=self.rate, burst=self.burst)
+        allowed = bucket.take(now)
         if len(self._buckets) > self._sweep_above:
             self._forget_idle(now)
         return allowed
 
     def _forget_idle(self, now: float) -> None:
         refill_s = self.burst / self.rate
-        self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] < refill_s}
+        self._buckets = {a: b for a, b in self._buckets.items() if now - b.stamp < refill_s}
         self._sweep_above = max(self.max_addresses, 2 * len(self._buckets))
 
     @property

@@ -331,7 +331,7 @@ export class Peer extends Emitter {
         // connectivity checks reach the other before it knows our ICE credentials (Chrome then waits ~50 ms
         // for its next round of checks).
         const answer = await pc.createAnswer();
-        this.#sendAnswer(answer);
+        this.#sendDescription(answer);
         await pc.setLocalDescription(answer);
       }
     } catch (err) {
@@ -340,19 +340,12 @@ export class Peer extends Emitter {
     }
   }
 
-  /** @param {RTCSessionDescriptionInit} answer */
-  #sendAnswer(answer) {
-    if (this.#closed || !answer.sdp) return;
-    try {
-      this.#send(protocol.description('answer', this.id, answer.sdp));
-    } catch (err) {
-      console.warn(`peer ${this.id}: answer not sent`, err);
-    }
-  }
-
-  #sendDescription() {
-    const local = this.#pc.localDescription;
-    if (!local || this.#closed || (local.type !== 'offer' && local.type !== 'answer')) return;
+  /**
+   * Send our offer or answer: the local description, or an answer not applied yet.
+   * @param {RTCSessionDescriptionInit | null} [local]
+   */
+  #sendDescription(local = this.#pc.localDescription) {
+    if (!local?.sdp || this.#closed || (local.type !== 'offer' && local.type !== 'answer')) return;
     try {
       this.#send(protocol.description(local.type, this.id, local.sdp));
     } catch (err) {
