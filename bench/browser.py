@@ -326,7 +326,7 @@ async def _measure(base_url: str, floor_url: str, tokens: list[dict[str, str]]) 
 
 
 def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
-    pairs = 2 if quick else 5
+    pairs = 2 if quick else 9
     redis = start_redis()
     procs = [redis]
     try:
@@ -366,7 +366,8 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
         "The tapping page, medians: click → join sent "
         f"{waiting['click_to_join_sent']:.0f} ms, join → joined {waiting['join_round_trip']:.0f} ms, "
         f"joined → connected {waiting['joined_to_connected']:.0f} ms. Each page opens its socket and prepares a "
-        "peer connection (tracks, offer, candidates) while the preview shows.",
+        "peer connection (tracks, offer, candidates) while the preview shows; a page waiting alone in the call "
+        "swaps it for one that will answer (tracks only).",
         "Together (info): both pages clicked at once (median gap "
         f"{statistics.median(r['together']['click_gap_ms'] for r in runs):.0f} ms); value = first click → both "
         "connected; both pages build the call view at the same time on 2 cores.",

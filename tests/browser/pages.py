@@ -129,6 +129,12 @@ def frames_decoded(page: Page) -> int:
     return int(page.evaluate(FRAMES_DECODED))
 
 
+def open_connection_states(page: Page) -> list[str]:
+    """The states of the page's peer connections that are not closed (a page that waited alone in the call closed
+    its prepared offer for a connection ready to answer)."""
+    return [state for state in connection_states(page) if state != "closed"]
+
+
 def connection_states(page: Page) -> list[str]:
     states: list[str] = page.evaluate("() => window.__pcs.map((pc) => pc.connectionState)")
     return states

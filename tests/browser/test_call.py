@@ -15,6 +15,7 @@ from pages import (
     axe_violations,
     connection_states,
     frames_decoded,
+    open_connection_states,
     screenshot,
     wait_connected_with_video,
     wait_frames_after,
@@ -95,7 +96,8 @@ def test_a_peer_leaves_and_comes_back(stue_embedded: StueServer, open_page: Call
     clinician.click("#rejoin")
     wait_state(citizen, "in-call")
     wait_connected_with_video(citizen)
-    assert connection_states(citizen) == ["closed", "connected"]  # a new connection for the new participant
+    # The citizen waited twice: each time alone it closed what it had for a connection ready to answer the newcomer.
+    assert connection_states(citizen) == ["closed", "closed", "connected"]
 
 
 def run_probe(link: str, timeout: float = 25) -> subprocess.Popen[str]:
@@ -219,7 +221,7 @@ def test_both_pages_rejoin_after_the_server_restarts(
         assert page.evaluate("() => window.__joined[1].resumed") is True
         wait_state(page, "in-call", timeout=30)
         wait_frames_after(page, frames_decoded(page), timeout=30)
-        assert connection_states(page) == ["connected"]
+        assert open_connection_states(page) == ["connected"]
         assert "peer-left" not in page.evaluate("() => window.__received")
     screenshot(citizen, "call-after-server-restart-tablet")
 
@@ -256,7 +258,10 @@ def test_a_lost_offer_is_offered_again(stue_embedded: StueServer, open_page: Cal
 def test_the_tap_uses_the_connection_prepared_in_the_preview(
     stue_embedded: StueServer, open_page: Callable[..., Page]
 ) -> None:
-    """WebRTC starts while the preview shows: each page makes one connection, with its offer set, before the tap."""
+    """WebRTC starts while the preview shows: each page makes a connection, with its offer set, before the tap. The
+    newcomer sends that offer. The page already waiting answers on a connection that never set an offer of its
+    own, so it is the ICE-controlled side from the start (a rolled-back offer keeps Chrome in the controlling role,
+    and the two sides' first checks then collide in a role conflict)."""
     links = stue_embedded.new_consultation()
     citizen = open_page(links["citizen_link"], **TABLET)
     clinician = open_page(links["clinician_link"], **DESKTOP)
@@ -266,14 +271,34 @@ def test_the_tap_uses_the_connection_prepared_in_the_preview(
         assert page.evaluate("() => window.__pcs[0].signalingState") == "have-local-offer"
     join(citizen)
     wait_state(citizen, "waiting")
-    join(clinician)  # the newcomer sends its prepared offer; the citizen answers on its own prepared connection
+    # Alone in the call: the prepared offer is dropped for a connection ready to answer (tracks, no offer).
+    citizen.wait_for_function("() => window.__pcs.length === 2")
+    assert citizen.evaluate("() => window.__pcs.map((pc) => pc.signalingState)") == ["closed", "stable"]
+    assert citizen.evaluate("() => window.__pcs[1].getSenders().length") == 2
+    join(clinician)  # the newcomer sends its prepared offer; the citizen answers on its prepared connection
     for page in (citizen, clinician):
         wait_connected_with_video(page)
-        assert page.evaluate("() => window.__pcs.length") == 1
-        assert connection_states(page) == ["connected"]
+    assert connection_states(clinician) == ["connected"]
+    assert connection_states(citizen) == ["closed", "connected"]
+    assert ice_roles(clinician) == ["controlling"]
+    assert ice_roles(citizen) == ["controlled"]
     citizen.click("#hangup")
     wait_state(citizen, "ended")
-    assert citizen.evaluate("() => window.__pcs[0].connectionState") == "closed"
+    assert citizen.evaluate("() => window.__pcs[1].connectionState") == "closed"
+
+
+def ice_roles(page: Page) -> list[str]:
+    """The ICE role of each connected peer connection's transport."""
+    roles: list[str] = page.evaluate(
+        """async () => {
+          const roles = [];
+          for (const pc of window.__pcs.filter((pc) => pc.connectionState === 'connected')) {
+            (await pc.getStats()).forEach((s) => { if (s.type === 'transport' && s.iceRole) roles.push(s.iceRole); });
+          }
+          return roles;
+        }"""
+    )
+    return roles
 
 
 def test_a_signalling_drop_does_not_interrupt_the_call(
@@ -281,21 +306,22 @@ def test_a_signalling_drop_does_not_interrupt_the_call(
 ) -> None:
     """The socket drops mid-call: the page resumes as the same participant and no peer connection is rebuilt."""
     citizen, clinician = in_call(open_page, stue_embedded.new_consultation())
+    made = {id(page): page.evaluate("() => window.__pcs.length") for page in (citizen, clinician)}
     citizen.evaluate("() => window.__sockets.at(-1).close(4000)")  # to the server, a lost connection: no leave
     citizen.wait_for_function("() => window.__joined.length === 2")
     first, second = citizen.evaluate("() => window.__joined")
     assert second == {"participant": first["participant"], "resumed": True}
     for page in (citizen, clinician):
         wait_frames_after(page, frames_decoded(page))
-        assert page.evaluate("() => window.__pcs.length") == 1
-        assert connection_states(page) == ["connected"]
+        assert page.evaluate("() => window.__pcs.length") == made[id(page)]  # none made anew
+        assert open_connection_states(page) == ["connected"]
         wait_state(page, "in-call")
     assert "peer-left" not in clinician.evaluate("() => window.__received")
     assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
 
 
-#: The local ICE username fragment of the page's one peer connection (an ICE restart makes a new one).
-LOCAL_UFRAG = "() => window.__pcs[0].localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]"
+#: The local ICE username fragment of the page's latest peer connection (an ICE restart makes a new one).
+LOCAL_UFRAG = "() => window.__pcs.at(-1).localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]"
 
 
 def test_a_peer_that_vanishes_makes_the_page_restart_ice_by_itself(
@@ -310,13 +336,14 @@ def test_a_peer_that_vanishes_makes_the_page_restart_ice_by_itself(
     try:
         wait_connected_with_video(page, timeout=30)
         before = page.evaluate(LOCAL_UFRAG)
+        made = page.evaluate("() => window.__pcs.length")
         probe.kill()  # no leave, no goodbye: its socket drops (the server keeps it for the resume grace) and its
         probe.wait(10)  # ICE answers stop
         # Chromium sees no STUN answers (ICE `disconnected`); after the page's grace it restarts ICE itself,
         # which is a new offer through signalling with fresh ICE credentials.
         page.wait_for_function(f"(old) => ({LOCAL_UFRAG})() !== old", arg=before, timeout=30_000 * TIME_SCALE)
         assert page.evaluate("() => document.getElementById('status').dataset.i18n") == "status.peer_unstable"
-        assert page.evaluate("() => window.__pcs.length") == 1  # the same connection, repaired in place
+        assert page.evaluate("() => window.__pcs.length") == made  # the same connection, repaired in place
     finally:
         if probe.poll() is None:
             probe.kill()

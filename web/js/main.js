@@ -131,6 +131,18 @@ function takePrepared(toOffer) {
   return pc;
 }
 
+/** Alone in the call: the next one to come will offer, so have a connection ready to answer it. */
+function prepareToAnswer() {
+  if (!session.joined || session.peers.size > 0 || !session.media) return;
+  session.prepared?.close();
+  try {
+    session.prepared = PreparedConnection.toAnswer(session.media.stream, session.iceServers);
+  } catch (err) {
+    session.prepared = null;
+    console.warn('peer: could not prepare a connection to answer', err);
+  }
+}
+
 /** The Join tap: everything that needs a user gesture happens synchronously in here. */
 function join() {
   const media = session.media;
@@ -193,6 +205,7 @@ function openSignalling() {
       for (const entry of msg.peers) addPeer(entry.participant, entry.role, entry.polite, takePrepared(!entry.polite));
       setStatus(msg.peers.length > 0 ? 'status.connecting_peer' : 'status.waiting');
     }
+    prepareToAnswer();
     renderCallState();
   });
   signalling.on('peer-joined', (msg) => {
@@ -205,6 +218,7 @@ function openSignalling() {
   signalling.on('peer-left', (msg) => {
     removePeer(msg.participant);
     if (session.peers.size === 0) setStatus('status.peer_left');
+    prepareToAnswer();
     renderCallState();
   });
   signalling.on('offer', (msg) => {

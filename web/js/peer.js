@@ -49,9 +49,13 @@ function sameIceServers(a, b) {
 }
 
 /**
- * A connection made while the preview shows, so the tap does not wait for WebRTC to start: our tracks are added,
- * an offer is set and its candidates gathered. The first peer takes it. The newcomer sends the offer as it is; a
- * peer already present answers on it instead (its pending offer is rolled back when the newcomer's offer comes).
+ * A connection made ahead, so the tap does not wait for WebRTC to start. Two kinds:
+ * - while the preview shows, one that will *offer*: our tracks are added, an offer is set and its candidates
+ *   gathered. The newcomer sends that offer as it is.
+ * - once we wait alone in the call, one that will *answer*: our tracks are added and nothing else. The newcomer's
+ *   offer is applied to it. It never set an offer of its own: a connection that rolls one back keeps the ICE role
+ *   of its offer in Chrome, and the two sides' first connectivity checks then collide (a role conflict that costs a
+ *   ~50 ms round of checks in half the calls).
  */
 export class PreparedConnection {
   /** @type {RTCPeerConnection | null} */
@@ -64,6 +68,17 @@ export class PreparedConnection {
     this.#pc = pc;
     this.#iceServers = iceServers;
     this.#madeAt = performance.now();
+  }
+
+  /**
+   * A connection that will answer: only our tracks.
+   * @param {MediaStream} localStream
+   * @param {RTCIceServer[]} iceServers
+   */
+  static toAnswer(localStream, iceServers) {
+    const pc = new RTCPeerConnection(configuration(iceServers));
+    for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+    return new PreparedConnection(pc, iceServers);
   }
 
   /**
@@ -85,13 +100,20 @@ export class PreparedConnection {
     return prepared;
   }
 
+  /** An offer made too long ago to be sent (an answering connection is never stale). */
   get stale() {
-    return performance.now() - this.#madeAt > PREPARED_MAX_AGE_MS;
+    return this.#pc !== null && PreparedConnection.#isStale(this.#pc, this.#madeAt);
+  }
+
+  /** @param {RTCPeerConnection} pc @param {number} madeAt */
+  static #isStale(pc, madeAt) {
+    return pc.signalingState === 'have-local-offer' && performance.now() - madeAt > PREPARED_MAX_AGE_MS;
   }
 
   /**
-   * Hand the connection over (once) if it suits: made with these ICE servers and, when its offer is to be sent,
-   * not stale. Otherwise close it and return null.
+   * Hand the connection over (once) if it suits: made with these ICE servers, and of the right kind (an offer to
+   * be sent must not be stale; a connection that is to answer must not have an offer of its own). Otherwise
+   * close it and return null.
    * @param {RTCIceServer[]} iceServers
    * @param {boolean} toOffer
    * @returns {RTCPeerConnection | null}
@@ -100,7 +122,8 @@ export class PreparedConnection {
     const pc = this.#pc;
     this.#pc = null;
     if (!pc) return null;
-    if (pc.signalingState === 'closed' || !sameIceServers(iceServers, this.#iceServers) || (toOffer && this.stale)) {
+    const suits = toOffer ? !PreparedConnection.#isStale(pc, this.#madeAt) : pc.signalingState !== 'have-local-offer';
+    if (pc.signalingState === 'closed' || !sameIceServers(iceServers, this.#iceServers) || !suits) {
       pc.close();
       return null;
     }
@@ -127,7 +150,8 @@ export class PreparedConnection {
  * @property {RTCIceServer[]} iceServers
  * @property {MediaStream} localStream
  * @property {(message: import('./protocol.js').ClientMessage) => void} send
- * @property {RTCPeerConnection | null} [prepared]  from PreparedConnection.take: carries our tracks and an offer
+ * @property {RTCPeerConnection | null} [prepared]  from PreparedConnection.take: carries our tracks (and, to offer,
+ *   an offer)
  */
 
 /** @extends {Emitter<PeerEvents>} */
@@ -172,8 +196,6 @@ export class Peer extends Emitter {
       // that never offers.
       this.#holdOffers = true;
       this.#fallbackTimer = setTimeout(() => this.#enqueue(async () => this.#offerOnOurOwn()), POLITE_OFFER_FALLBACK_MS);
-      // A prepared offer is taken back now, while the newcomer's offer is on its way, rather than when it comes.
-      if (this.#pc.signalingState === 'have-local-offer') this.#enqueue(() => this.#rollBackPrepared());
     } else if (this.#pc.signalingState === 'have-local-offer') {
       // A prepared offer: its candidates gathered while the preview showed, and are in its SDP.
       this.#sendDescription();
@@ -289,15 +311,6 @@ export class Peer extends Emitter {
     this.#holdOffers = false;
     this.#addLocalTracks();
     void this.#offer();
-  }
-
-  async #rollBackPrepared() {
-    if (this.#pc.signalingState !== 'have-local-offer') return;
-    try {
-      await this.#pc.setLocalDescription({ type: 'rollback' });
-    } catch (err) {
-      console.warn(`peer ${this.id}: could not take back the prepared offer`, err);
-    }
   }
 
   #addLocalTracks() {
