@@ -361,6 +361,31 @@ def test_a_browser_without_webrtc_is_told_so_calmly(stue_embedded: StueServer, o
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_a_network_change_in_the_preview_makes_a_fresh_prepared_offer(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """A tablet that changes networks while the preview shows: the offer prepared on the old network (its host
+    candidates) is replaced when the browser says the network is back, and the tap joins on the new one."""
+    links = stue_embedded.new_consultation()
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    join(clinician)
+    wait_state(clinician, "waiting")
+    citizen = open_page(links["citizen_link"], **TABLET)
+    wait_state(citizen, "preview")
+    citizen.wait_for_function("() => window.__pcs.length === 1 && window.__pcs[0].iceGatheringState === 'complete'")
+    citizen.context.set_offline(True)  # the browser fires `offline`, then `online`
+    citizen.context.set_offline(False)
+    citizen.wait_for_function(
+        "() => window.__pcs.length === 2 && window.__pcs[0].signalingState === 'closed'"
+        " && window.__pcs[1].iceGatheringState === 'complete'"
+    )
+    join(citizen)  # the newcomer sends the fresh offer
+    wait_connected_with_video(citizen)
+    wait_connected_with_video(clinician)
+    assert connection_states(citizen) == ["closed", "connected"]
+    assert citizen.errors == []  # type: ignore[attr-defined]
+
+
 #: Lets a test move the page's performance.now() forward, as if the preview had been open that much longer.
 SHIFTABLE_CLOCK = """
 (() => {

@@ -98,7 +98,7 @@ function startPreparing(stream) {
   stopPreparing();
   session.refreshPrepared = () => {
     if (document.visibilityState !== 'visible') return;
-    PreparedConnection.create(stream, session.iceServers).then(
+    PreparedConnection.toOffer(stream, session.iceServers).then(
       (prepared) => {
         if (session.refreshPrepared === null) {
           prepared.close(); // the page moved on meanwhile

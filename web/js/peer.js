@@ -82,11 +82,12 @@ export class PreparedConnection {
   }
 
   /**
+   * A connection that will offer: our tracks, an offer set and its candidates gathered.
    * @param {MediaStream} localStream
    * @param {RTCIceServer[]} iceServers
    * @returns {Promise<PreparedConnection>}
    */
-  static async create(localStream, iceServers) {
+  static async toOffer(localStream, iceServers) {
     await prepareCertificate();
     const pc = new RTCPeerConnection(configuration(iceServers));
     const prepared = new PreparedConnection(pc, iceServers);
