@@ -195,6 +195,7 @@ class Connection:
             self.holding = False
             raise
         member, others = joining
+        held = await self._take_held(member.participant) if resumed else []
         self.session.joined(member.participant, consultation, role, {m.participant: m.node for m in others})
         self.unjoined.joined()
         joined = Joined(
@@ -206,7 +207,10 @@ class Connection:
             ice_servers=[],
             resume=secret,
             resumed=resumed,
+            held=len(held),
         )
+        # `joined`, then what was held for us while away (oldest first), then what came while we were joining.
+        self.outbox.extendleft((Kind.FORWARD, frame, "", "") for frame in reversed(held))
         self.outbox.appendleft((Kind.FORWARD, encode(joined), "", ""))
         self.holding = False
         self._wake_writer()
@@ -256,6 +260,15 @@ class Connection:
         # Told again, so every other connection routes to this node from now on (clients know the id already).
         self.node.announce_joined(member, others)
         return member, others
+
+    async def _take_held(self, participant: str) -> list[bytes]:
+        """The frames relayed to `participant` while it was away (its peers were not told it was), oldest first."""
+        try:
+            return await self.node.store.take_held(participant)
+        except (redis.RedisError, OSError) as exc:
+            # The resume itself stands; what was held is lost, and the client repairs it as after any drop.
+            log.error("frames held for %s not read: Redis %s", participant, type(exc).__name__)
+            return []
 
     async def finish(self, reason: PeerLeftReason) -> None:
         session, member = self.session, self.member

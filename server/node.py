@@ -29,6 +29,12 @@ LINK_CHECKS_PER_S = 5.0
 LINK_CHECK_BURST = 50.0
 #: Grace sweeps due within one slot are one sweep, so a thousand drops at once (a restart) cost a few sweeps.
 SWEEP_SLOT_S = 0.25
+#: Relayed frames kept for a participant who is away: an offer and its candidates, for a few renegotiations.
+HELD_FRAMES_PER_PARTICIPANT = 64
+#: Held frames are kept this much longer than the resume grace, so one sent at its very end is still there.
+HELD_TTL_MARGIN_S = 5.0
+#: Frames to hold that wait for Redis; beyond this (Redis unreachable) they are dropped, and clients repair.
+HELD_BACKLOG_LIMIT = 10_000
 
 
 class Endpoint(Protocol):
@@ -60,13 +66,17 @@ class Node:
         self.unjoined = UnjoinedSockets(settings.max_unjoined_per_address)
         #: `POST /api/link` per client address: a page checks its link once per load; this is far above that.
         self.link_checks = AddressRate(rate=LINK_CHECKS_PER_S, burst=LINK_CHECK_BURST)
+        #: (participant, frame) to keep in Redis for participants away from this node, in arrival order.
+        self._held: list[tuple[str, bytes]] = []
+        self._holder: asyncio.Task[None] | None = None  # the one task that writes them, while there are any
 
     async def start(self) -> None:
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self._upkeep(), name="membership-upkeep"))
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._sweeps.values()]:
+        holder = [self._holder] if self._holder is not None else []
+        for task in [*self._tasks, *self._sweeps.values(), *holder]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -94,6 +104,32 @@ class Node:
             entry = self.local.get(participant)
             if entry is not None:
                 entry[1].deliver(envelope.kind, envelope.frame, envelope.subject, envelope.subject_node)
+            elif envelope.kind is Kind.FORWARD:
+                self._hold(participant, envelope.frame)
+
+    def _hold(self, participant: str, frame: bytes) -> None:
+        """A relayed frame for someone with no connection here: its socket dropped, and it may resume (here or on
+        another node) within the grace. Keep the frame in Redis for the resume to deliver; the others never learn
+        of the drop, so they keep sending. (For someone who left for good it just expires.)"""
+        if len(self._held) >= HELD_BACKLOG_LIMIT:
+            log.error("held-frame backlog full: a frame for an away participant dropped")
+            return
+        self._held.append((participant, frame))
+        if self._holder is None:
+            self._holder = asyncio.get_running_loop().create_task(self._write_held(), name="held-frames")
+
+    async def _write_held(self) -> None:
+        """Write held frames in batches, one batch at a time, so each participant's frames stay in order."""
+        ttl_ms = int((self.settings.resume_grace_s + HELD_TTL_MARGIN_S) * 1000)
+        try:
+            while self._held:
+                batch, self._held = self._held, []
+                try:
+                    await self.store.hold(batch, ttl_ms=ttl_ms, limit=HELD_FRAMES_PER_PARTICIPANT)
+                except (redis.RedisError, OSError) as exc:
+                    log.error("%d frame(s) for away participants not held: Redis %s", len(batch), type(exc).__name__)
+        finally:
+            self._holder = None
 
     def send(self, node: str, envelope: Envelope) -> None:
         self.bus.send(node, routing.encode(envelope))

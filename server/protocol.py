@@ -186,10 +186,14 @@ class Joined(_ServerMessage, tag="joined", frozen=True):
     #: True when this join continued an earlier connection's participant (same id, same peers).
     resumed: bool = False
 
+    #: After a resume: how many frames follow this one at once, relayed to this participant while it was away.
+    held: int = 0
+
     def __repr__(self) -> str:
         return (
             f"Joined(participant={self.participant!r}, role={self.role!r}, consultation={self.consultation!r}, "
-            f"peers={self.peers!r}, ice_servers={self.ice_servers!r}, resume=<hidden>, resumed={self.resumed!r})"
+            f"peers={self.peers!r}, ice_servers={self.ice_servers!r}, resume=<hidden>, resumed={self.resumed!r}, "
+            f"held={self.held!r})"
         )
 
 

@@ -167,7 +167,7 @@ def test_relay_stamps_the_sender_and_drops_the_addressee() -> None:
 
 
 def test_server_frames_round_trip() -> None:
-    joined = Joined("p_1", "citizen", "c_1", [PeerEntry("p_2", "clinician", polite=False)], [], SECRET, True)
+    joined = Joined("p_1", "citizen", "c_1", [PeerEntry("p_2", "clinician", polite=False)], [], SECRET, True, 2)
     assert decode_server_frame(encode(joined)) == joined
     assert json.loads(encode(joined)) == {
         "type": "joined",
@@ -178,6 +178,7 @@ def test_server_frames_round_trip() -> None:
         "ice_servers": [],
         "resume": SECRET,
         "resumed": True,
+        "held": 2,
     }
 
 

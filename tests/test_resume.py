@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from support import StueServer
+from support import TIME_SCALE, StueServer
 from test_signalling import pair, pair_on_two_nodes
 from wsclient import Client
 
@@ -148,6 +149,76 @@ async def test_a_participant_resumes_on_the_other_server_process(
     assert (await clinician_again.expect("peer-joined"))["participant"] == citizen.id
     await relays_both_ways(citizen_again, clinician_again)
     await relays_both_ways(clinician_again, citizen_again)
+
+
+def while_away(to: str, count: int) -> list[dict[str, object]]:
+    """What a peer sends to someone away: an ICE restart's offer, then candidates, then their end."""
+    frames: list[dict[str, object]] = [{"type": "offer", "to": to, "sdp": "v=0 restart"}]
+    for port in range(50000, 50000 + count - 2):
+        candidate = {"candidate": f"candidate:1 1 udp 2122260223 192.0.2.2 {port} typ host", "sdpMid": "0"}
+        frames.append({"type": "candidate", "to": to, "candidate": candidate})
+    return [*frames, {"type": "candidate", "to": to, "candidate": None}]
+
+
+async def drop(client: Client) -> None:
+    """A lost network: no `leave`, no close handshake; then time for the server to notice."""
+    client.ws.transport.abort()
+    await asyncio.sleep(0.3 * TIME_SCALE)
+
+
+@pytest.mark.parametrize("where", ["same process", "other process"])
+async def test_what_the_others_sent_while_away_follows_the_resumed_joined(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str], where: str
+) -> None:
+    """The others are not told of a drop, so they keep sending (an ICE restart, typically, since the network that
+    dropped the socket dropped the media too). What they sent is held, and comes right after the resumed `joined`,
+    in the order sent, on whichever process the participant comes back to."""
+    first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, redis_env)
+    await citizen.expect("peer-joined")
+    await drop(citizen)
+    sent = while_away(citizen.id, 6)
+    for frame in sent:
+        await clinician.send(frame)
+    await clinician.silent(0.5)  # no error: the citizen is still a member, only away
+    again = await rejoin(first if where == "same process" else second, first.url, citizen, citizen.resume)
+    assert (again.id, again.joined["resumed"], again.joined["held"]) == (citizen.id, True, len(sent))
+    for frame in sent:
+        relayed = {key: value for key, value in frame.items() if key != "to"} | {"from": clinician.id}
+        if relayed["type"] == "candidate" and relayed["candidate"] is not None:
+            relayed["candidate"] = {**relayed["candidate"], "sdpMLineIndex": None, "usernameFragment": None}
+        assert await again.recv() == relayed
+    assert (await clinician.expect("peer-joined"))["participant"] == citizen.id
+    await relays_both_ways(again, clinician)
+
+    # Delivered once: the next resume has nothing held.
+    await drop(again)
+    once_more = await rejoin(first, first.url, again, again.resume)
+    assert (once_more.joined["resumed"], once_more.joined["held"]) == (True, 0)
+
+
+async def test_only_the_latest_frames_are_held_and_only_for_the_grace(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
+) -> None:
+    server = stue_factory({**redis_env, "STUE_RESUME_GRACE": "2", "STUE_FRAME_BURST": "500"})
+    citizen, clinician = await pair(server)
+    await citizen.expect("peer-joined")
+    await drop(citizen)
+    sent = while_away(citizen.id, 100)
+    for frame in sent:
+        await clinician.send(frame)
+    await clinician.silent(0.3)
+    again = await rejoin(server, server.url, citizen, citizen.resume)
+    assert again.joined["held"] == 64
+    first_held = await again.recv()
+    assert first_held["candidate"]["candidate"] == sent[-64]["candidate"]["candidate"]  # type: ignore[index]
+    assert (await clinician.expect("peer-joined"))["participant"] == citizen.id
+
+    # Not resumed within the grace: what was held is gone with the membership.
+    await drop(again)
+    await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0 unheard"})
+    assert (await clinician.expect("peer-left", timeout=10))["reason"] == "timeout"
+    late = await rejoin(server, server.url, again, again.resume)
+    assert (late.joined["resumed"], late.joined["held"]) == (False, 0)
 
 
 @pytest.mark.parametrize("where", ["same process", "other process"])

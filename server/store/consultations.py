@@ -6,6 +6,8 @@ Keys (all under `stue:`):
                                    (or dropped a moment ago and within the resume grace)
     stue:token:<sha256>     string "<cid> <role>": what a link token opens (the token itself is never stored)
     stue:deadlines          zset   "<cid>:<pid>" -> ms after which a membership not refreshed or resumed is dropped
+    stue:held:<pid>         list   relayed frames that reached no connection of <pid> (away, may resume), oldest
+                                   first; capped, and gone when the resume grace is over
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from server.protocol import PeerLeftReason, Role
 
 PREFIX: Final = "stue:c:"
 DEADLINES: Final = "stue:deadlines"
+HELD: Final = "stue:held:"
 
 
 def _load(name: str) -> str:
@@ -173,6 +176,26 @@ class ConsultationStore:
             args=[consultation, member.participant, member.encode(), deadline_ms],
         )
         return bool(held)
+
+    async def hold(self, frames: list[tuple[str, bytes]], *, ttl_ms: int, limit: int) -> None:
+        """Keep relayed frames, in order, for participants that are away: at most the last `limit` per participant,
+        for `ttl_ms` after the latest."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for participant, frame in frames:
+                key = f"{HELD}{participant}"
+                pipe.rpush(key, frame)
+                pipe.ltrim(key, -limit, -1)
+                pipe.pexpire(key, ttl_ms)
+            await pipe.execute()
+
+    async def take_held(self, participant: str) -> list[bytes]:
+        """The frames held for `participant`, oldest first; they are removed."""
+        key = f"{HELD}{participant}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.delete(key)
+            frames, _ = await pipe.execute()
+        return [frame if isinstance(frame, bytes) else frame.encode() for frame in frames]
 
     async def leave(self, consultation: str, member: Member) -> list[Member] | None:
         """Remove `member`; the remaining members, or None when it had been removed already (or is held by another

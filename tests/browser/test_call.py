@@ -320,6 +320,34 @@ def test_a_signalling_drop_does_not_interrupt_the_call(
     assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
 
 
+def test_an_ice_restart_sent_while_away_is_answered_after_the_resume(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """The citizen's socket drops just as the clinician restarts ICE (one network change often does both). The
+    clinician's offer is held for the citizen, comes right after its resumed `joined`, and is answered at once,
+    not after the clinician's 5 s wait for a lost answer."""
+    citizen, clinician = in_call(open_page, stue_embedded.new_consultation())
+    warnings: list[str] = []
+    clinician.on("console", lambda message: warnings.append(message.text))
+    before = clinician.evaluate(REMOTE_UFRAGS)
+    citizen.evaluate("() => window.__sockets.at(-1).close(4000)")  # no leave; the page retries after ≥ 0.8 s
+    clinician.wait_for_timeout(200)
+    clinician.evaluate("() => window.__pcs.forEach((pc) => pc.connectionState === 'connected' && pc.restartIce())")
+    clinician.wait_for_function(
+        f"(old) => {{ const now = ({REMOTE_UFRAGS})(); return now.length === 1 && now[0] !== old[0]; }}",
+        arg=before,
+        timeout=4_000 * TIME_SCALE,  # below OFFER_ANSWER_TIMEOUT_MS: the first offer was answered
+    )
+    received = citizen.evaluate("() => window.__received")
+    resumed_at = [i for i, kind in enumerate(received) if kind == "joined"][1]
+    assert received[resumed_at + 1] == "offer"  # held while away, delivered right after `joined`
+    assert citizen.evaluate("() => window.__joined[1].resumed") is True
+    assert not [text for text in warnings if "offering again" in text]
+    for page in (citizen, clinician):
+        wait_frames_after(page, frames_decoded(page))
+    assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
+
+
 #: The local ICE username fragment of the page's latest peer connection (an ICE restart makes a new one).
 LOCAL_UFRAG = "() => window.__pcs.at(-1).localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]"
 

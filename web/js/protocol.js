@@ -33,7 +33,8 @@ export const CloseCode = Object.freeze({
 
 /**
  * @typedef {{type: 'joined', participant: string, role: Role, consultation: string,
- *            peers: PeerEntry[], ice_servers: RTCIceServer[], resume: string | null, resumed: boolean}} JoinedMessage
+ *            peers: PeerEntry[], ice_servers: RTCIceServer[], resume: string | null, resumed: boolean,
+ *            held: number}} JoinedMessage
  * @typedef {{type: 'peer-joined', participant: string, role: Role, polite: boolean}} PeerJoinedMessage
  * @typedef {{type: 'peer-left', participant: string, reason: LeaveReason}} PeerLeftMessage
  * @typedef {{type: 'offer' | 'answer', from: string, sdp: string}} DescriptionIn
@@ -176,6 +177,16 @@ function sdp(obj) {
 
 /**
  * @param {Record<string, unknown>} obj
+ * @returns {number}
+ */
+function heldCount(obj) {
+  const held = obj.held ?? 0;
+  if (typeof held !== 'number' || !Number.isInteger(held) || held < 0) throw new ProtocolError('held must be a count');
+  return held;
+}
+
+/**
+ * @param {Record<string, unknown>} obj
  * @param {string} key
  * @returns {string | null}
  */
@@ -258,6 +269,8 @@ export function parseServerFrame(text) {
         // Absent from an older server: then there is nothing to resume with, and every join is new.
         resume: optionalString(data, 'resume'),
         resumed: data.resumed === true,
+        // After a resume: the frames relayed to us while we were away, which follow at once.
+        held: heldCount(data),
       };
     }
     case 'peer-joined': {

@@ -70,6 +70,13 @@ export class Signalling extends Emitter {
   #retryTimer;
   /** @type {WebSocket | null} */
   #spare;
+  /**
+   * A resumed `joined` waits here while the frames held for us (relayed while we were away, right behind it) are
+   * emitted: the peers apply those before the app repairs what the drop cost.
+   * @type {(import('./protocol.js').JoinedMessage & {rejoin: boolean}) | null}
+   */
+  #joinedAfterHeld = null;
+  #heldLeft = 0;
   /** From the last `joined`: lets a reconnect continue as the same participant, keeping its peer connections. */
   /** @type {import('./protocol.js').Resume | null} */
   #resume = null;
@@ -142,7 +149,7 @@ export class Signalling extends Emitter {
 
   /**
    * Send a message to the server; dropped (returns false) unless joined. Negotiation that is lost
-   * this way is redone after the re-join, which rebuilds every peer.
+   * this way is repaired after the resume (see Peer.repair), or redone by a re-join with new peers.
    * @param {ClientMessage} message
    */
   send(message) {
@@ -195,8 +202,13 @@ export class Signalling extends Emitter {
         this.#attempt = 0;
         this.#resume = message.resume ? { participant: message.participant, secret: message.resume } : null;
         this.#setState(SignallingState.JOINED);
-        this.emit('joined', { ...message, rejoin });
-        break;
+        if (message.held > 0) {
+          this.#joinedAfterHeld = { ...message, rejoin };
+          this.#heldLeft = message.held;
+        } else {
+          this.emit('joined', { ...message, rejoin });
+        }
+        return;
       }
       case 'pong':
         break;
@@ -209,6 +221,11 @@ export class Signalling extends Emitter {
         break;
       default:
         this.emit(message.type, /** @type {any} */ (message));
+    }
+    if (this.#joinedAfterHeld && --this.#heldLeft === 0) {
+      const joined = this.#joinedAfterHeld;
+      this.#joinedAfterHeld = null;
+      this.emit('joined', joined);
     }
   }
 
@@ -260,6 +277,7 @@ export class Signalling extends Emitter {
   /** @param {number} [closeCode] */
   #teardownSocket(closeCode) {
     clearInterval(this.#pingTimer);
+    this.#joinedAfterHeld = null; // the next join says afresh what there is
     const socket = this.#socket;
     this.#socket = null;
     if (!socket) return;
