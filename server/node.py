@@ -94,7 +94,8 @@ class Node:
             del self.local[participant]
 
     def dispatch(self, payload: bytes) -> None:
-        """Hand an envelope that reached this node to the local connections it names."""
+        """Hand an envelope that reached this node to the local connections it names; a relayed frame for someone
+        with no connection here is held for its resume."""
         try:
             envelope = routing.decode(payload)
         except (ValueError, UnicodeDecodeError):
