@@ -119,6 +119,11 @@ class Node:
         if self._holder is None:
             self._holder = asyncio.get_running_loop().create_task(self._write_held(), name="held-frames")
 
+    async def held_written(self) -> None:
+        """Wait until every frame held here so far is in Redis, so a resume on this node reads them all."""
+        if self._holder is not None:
+            await asyncio.shield(self._holder)
+
     async def _write_held(self) -> None:
         """Write held frames in batches, one batch at a time, so each participant's frames stay in order."""
         ttl_ms = int((self.settings.resume_grace_s + HELD_TTL_MARGIN_S) * 1000)

@@ -196,6 +196,19 @@ async def test_what_the_others_sent_while_away_follows_the_resumed_joined(
     assert (once_more.joined["resumed"], once_more.joined["held"]) == (True, 0)
 
 
+async def test_frames_sent_just_before_the_resume_are_held_too(stue: StueServer) -> None:
+    """No pause between the last frame and the resume: the resume waits for this node's held frames to be stored."""
+    citizen, clinician = await pair(stue)
+    await citizen.expect("peer-joined")
+    await drop(citizen)
+    sent = while_away(citizen.id, 20)
+    for frame in sent:
+        await clinician.send(frame)
+    again = await rejoin(stue, stue.url, citizen, citizen.resume)
+    assert again.joined["held"] == len(sent)
+    assert [(await again.recv())["type"] for _ in sent] == [frame["type"] for frame in sent]
+
+
 async def test_only_the_latest_frames_are_held_and_only_for_the_grace(
     stue_factory: Callable[..., StueServer], redis_env: dict[str, str]
 ) -> None:
