@@ -264,8 +264,7 @@ class Connection:
     async def _take_held(self, participant: str) -> list[bytes]:
         """The frames relayed to `participant` while it was away (its peers were not told it was), oldest first."""
         try:
-            await self.node.held_written()  # those that reached this node just before the resume, too
-            return await self.node.store.take_held(participant)
+            return await self.node.take_held(participant)
         except (redis.RedisError, OSError) as exc:
             # The resume itself stands; what was held is lost, and the client repairs it as after any drop.
             log.error("frames held for %s not read: Redis %s", participant, type(exc).__name__)

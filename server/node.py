@@ -119,19 +119,27 @@ class Node:
         if self._holder is None:
             self._holder = asyncio.get_running_loop().create_task(self._write_held(), name="held-frames")
 
-    async def held_written(self) -> None:
-        """Wait until every frame held here so far is in Redis, so a resume on this node reads them all."""
+    @property
+    def held_ttl_ms(self) -> int:
+        """How long frames are held (and a resume's new node remembered) after the latest."""
+        return int((self.settings.resume_grace_s + HELD_TTL_MARGIN_S) * 1000)
+
+    async def take_held(self, participant: str) -> list[bytes]:
+        """For a resume here: what was held for `participant` (all of it, including frames that reached this node
+        a moment ago), oldest first; frames that reach its old node from now on are passed on here."""
         if self._holder is not None:
             await asyncio.shield(self._holder)
+        return await self.store.take_held(participant, node=self.id, ttl_ms=self.held_ttl_ms)
 
     async def _write_held(self) -> None:
         """Write held frames in batches, one batch at a time, so each participant's frames stay in order."""
-        ttl_ms = int((self.settings.resume_grace_s + HELD_TTL_MARGIN_S) * 1000)
         try:
             while self._held:
                 batch, self._held = self._held, []
                 try:
-                    await self.store.hold(batch, ttl_ms=ttl_ms, limit=HELD_FRAMES_PER_PARTICIPANT)
+                    await self.store.hold(
+                        batch, node=self.id, ttl_ms=self.held_ttl_ms, limit=HELD_FRAMES_PER_PARTICIPANT
+                    )
                 except (redis.RedisError, OSError) as exc:
                     log.error("%d frame(s) for away participants not held: Redis %s", len(batch), type(exc).__name__)
         finally:

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
-from support import TIME_SCALE, StueServer
+from support import TIME_SCALE, RedisServer, StueServer, token_of
 from test_signalling import pair, pair_on_two_nodes
 from wsclient import Client
 
@@ -207,6 +208,33 @@ async def test_frames_sent_just_before_the_resume_are_held_too(stue: StueServer)
     again = await rejoin(stue, stue.url, citizen, citizen.resume)
     assert again.joined["held"] == len(sent)
     assert [(await again.recv())["type"] for _ in sent] == [frame["type"] for frame in sent]
+
+
+async def test_a_frame_that_still_reaches_the_old_process_after_a_resume_is_passed_on(
+    stue_factory: Callable[..., StueServer], redis7: RedisServer
+) -> None:
+    """The citizen resumed on the second process, but a frame routed by what its sender's process knew a moment
+    before (published to the first process) still reaches it."""
+    env = {"STUE_REDIS_URL": redis7.url}
+    first = stue_factory({**env, "STUE_NODE_ID": "first"})
+    second = stue_factory({**env, "STUE_NODE_ID": "second", "STUE_PUBLIC_URL": first.url})
+    links = first.new_consultation()
+    citizen = await Client.open(first.ws_url, first.url)
+    await citizen.join(token_of(links["citizen_link"]))
+    clinician = await Client.open(second.ws_url, first.url)
+    await clinician.join(token_of(links["clinician_link"]))
+    await citizen.expect("peer-joined")
+    await drop(citizen)
+    again = await rejoin(second, first.url, citizen, citizen.resume)
+    assert (again.joined["resumed"], again.joined["held"]) == (True, 0)
+    # What the clinician's process would have published a moment before it learned of the move.
+    stale = f'{{"type":"offer","from":"{clinician.id}","sdp":"v=0 stale route"}}'
+    bus = aioredis.from_url(redis7.url)
+    try:
+        await bus.publish("stue:node:first", f"F {citizen.id}\n{stale}".encode())
+    finally:
+        await bus.aclose()
+    assert await again.expect("offer") == {"type": "offer", "from": clinician.id, "sdp": "v=0 stale route"}
 
 
 async def test_only_the_latest_frames_are_held_and_only_for_the_grace(

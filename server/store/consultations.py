@@ -8,6 +8,8 @@ Keys (all under `stue:`):
     stue:deadlines          zset   "<cid>:<pid>" -> ms after which a membership not refreshed or resumed is dropped
     stue:held:<pid>         list   relayed frames that reached no connection of <pid> (away, may resume), oldest
                                    first; capped, and gone when the resume grace is over
+    stue:moved:<pid>        string the node <pid> last resumed on, for as long as frames are held: a frame that
+                                   still reaches its old node is passed on there
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Final, cast
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from server import routing
 from server.consultation import ROLES, new_consultation_id, new_token, secret_digest
 from server.protocol import PeerLeftReason, Role
 
 PREFIX: Final = "stue:c:"
 DEADLINES: Final = "stue:deadlines"
 HELD: Final = "stue:held:"
+MOVED: Final = "stue:moved:"
 
 
 def _load(name: str) -> str:
@@ -99,6 +103,7 @@ class ConsultationStore:
         self._leave: AsyncScript = redis.register_script(_load("leave.lua"))
         self._sweep: AsyncScript = redis.register_script(_load("sweep.lua"))
         self._refresh: AsyncScript = redis.register_script(_load("refresh.lua"))
+        self._hold: AsyncScript = redis.register_script(_load("hold.lua"))
 
     async def create(self, *, now_ms: int, ttl_s: int) -> NewConsultation:
         cid = new_consultation_id()
@@ -177,24 +182,28 @@ class ConsultationStore:
         )
         return bool(held)
 
-    async def hold(self, frames: list[tuple[str, bytes]], *, ttl_ms: int, limit: int) -> None:
-        """Keep relayed frames, in order, for participants that are away: at most the last `limit` per participant,
-        for `ttl_ms` after the latest."""
+    async def hold(self, frames: list[tuple[str, bytes]], *, node: str, ttl_ms: int, limit: int) -> None:
+        """Keep relayed frames, in order, for participants that are away from `node`: at most the last `limit` per
+        participant, for `ttl_ms` after the latest. A frame for someone who resumed on another node since is
+        passed on to that node instead."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for participant, frame in frames:
-                key = f"{HELD}{participant}"
-                pipe.rpush(key, frame)
-                pipe.ltrim(key, -limit, -1)
-                pipe.pexpire(key, ttl_ms)
+                await self._hold(
+                    keys=[f"{HELD}{participant}", f"{MOVED}{participant}"],
+                    args=[frame, limit, ttl_ms, node, routing.encode_forward(participant, frame), routing.channel("")],
+                    client=pipe,
+                )
             await pipe.execute()
 
-    async def take_held(self, participant: str) -> list[bytes]:
-        """The frames held for `participant`, oldest first; they are removed."""
+    async def take_held(self, participant: str, *, node: str, ttl_ms: int) -> list[bytes]:
+        """The frames held for `participant`, oldest first, which are removed; frames held for it from now on go
+        to `node`, where it resumed, for `ttl_ms`."""
         key = f"{HELD}{participant}"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(key, 0, -1)
             pipe.delete(key)
-            frames, _ = await pipe.execute()
+            pipe.set(f"{MOVED}{participant}", node, px=ttl_ms)
+            frames, _, _ = await pipe.execute()
         return [frame if isinstance(frame, bytes) else frame.encode() for frame in frames]
 
     async def leave(self, consultation: str, member: Member) -> list[Member] | None:

@@ -103,12 +103,7 @@ export class PreparedConnection {
 
   /** An offer made too long ago to be sent (an answering connection is never stale). */
   get stale() {
-    return this.#pc !== null && PreparedConnection.#isStale(this.#pc, this.#madeAt);
-  }
-
-  /** @param {RTCPeerConnection} pc @param {number} madeAt */
-  static #isStale(pc, madeAt) {
-    return pc.signalingState === 'have-local-offer' && performance.now() - madeAt > PREPARED_MAX_AGE_MS;
+    return this.#pc?.signalingState === 'have-local-offer' && performance.now() - this.#madeAt > PREPARED_MAX_AGE_MS;
   }
 
   /**
@@ -121,9 +116,9 @@ export class PreparedConnection {
    */
   take(iceServers, toOffer) {
     const pc = this.#pc;
-    this.#pc = null;
     if (!pc) return null;
-    const suits = toOffer ? !PreparedConnection.#isStale(pc, this.#madeAt) : pc.signalingState !== 'have-local-offer';
+    const suits = toOffer ? !this.stale : pc.signalingState !== 'have-local-offer';
+    this.#pc = null;
     if (pc.signalingState === 'closed' || !sameIceServers(iceServers, this.#iceServers) || !suits) {
       pc.close();
       return null;
