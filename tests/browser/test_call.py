@@ -414,6 +414,66 @@ def test_a_network_change_in_the_preview_makes_a_fresh_prepared_offer(
     assert citizen.errors == []  # type: ignore[attr-defined]
 
 
+#: The page's first socket (the one opened during the preview) is silently dead: what it sends goes nowhere and
+#: nothing arrives on it, as after a tablet slept or changed networks. Also keeps every view state shown.
+DEAD_FIRST_SOCKET = """
+(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      if (window.__sockets.push(this) === 1) {
+        this.send = () => {};
+        this.addEventListener('message', (event) => event.stopImmediatePropagation());
+      }
+    }
+  };
+  window.__states = [];
+  new MutationObserver(() => window.__states.push(document.body.dataset.state)).observe(
+    document.documentElement, { attributes: true, subtree: true, attributeFilter: ['data-state'] });
+})();
+"""
+
+
+def test_a_socket_that_died_during_the_preview_is_replaced_at_the_tap(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """The join goes unanswered on the socket opened ahead: after 5 s the page joins on a fresh one, quietly (no
+    error view), instead of waiting for the keep-alive to notice (20 s + 20 s)."""
+    links = stue_embedded.new_consultation()
+    page = open_page(links["citizen_link"], **TABLET, init_script=DEAD_FIRST_SOCKET)
+    join(page)
+    wait_state(page, "waiting", timeout=12)
+    assert page.evaluate("() => window.__sockets.length") == 2
+    assert "error" not in page.evaluate("() => window.__states")
+
+
+def test_a_broken_media_path_makes_the_page_check_its_socket(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """Mid-call, the socket goes silently dead and the media path breaks (the network changed). ICE `disconnected`
+    makes the page check its socket at once: no answer in 4 s, so it reconnects and resumes, well before the
+    keep-alive would have noticed."""
+    links = stue_embedded.new_consultation()
+    page = open_page(links["citizen_link"], **TABLET, init_script=RECORD_SIGNALLING)
+    join(page)
+    wait_state(page, "waiting")
+    probe = run_probe(links["clinician_link"], timeout=60)
+    try:
+        wait_connected_with_video(page, timeout=30)
+        page.evaluate("() => { const s = window.__sockets.at(-1); s.send = () => {}; s.onmessage = null; }")
+        probe.kill()
+        probe.wait(10)
+        page.wait_for_function("() => window.__joined.length === 2", timeout=15_000 * TIME_SCALE)
+        assert page.evaluate("() => window.__joined[1].resumed") is True
+        assert page.evaluate("() => window.__sockets.length") == 2
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait(10)
+
+
 #: Lets a test move the page's performance.now() forward, as if the preview had been open that much longer.
 SHIFTABLE_CLOCK = """
 (() => {

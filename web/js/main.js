@@ -305,7 +305,11 @@ function addPeer(id, role, polite, prepared) {
   peer.on('state', ({ state }) => {
     callView.setRemoteConnected(id, state === 'connected');
     if (state === 'connected') setStatus('status.connected', { clearAfterMs: CONNECTED_NOTICE_MS });
-    else if (state === 'disconnected' || state === 'failed') setStatus('status.peer_unstable');
+    else if (state === 'disconnected' || state === 'failed') {
+      setStatus('status.peer_unstable');
+      // The network may have changed under us: find out now whether signalling still gets through.
+      session.signalling?.checkAlive();
+    }
   });
   return peer;
 }

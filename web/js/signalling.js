@@ -27,6 +27,16 @@ const TRANSITIONS = {
   closed: [],
 };
 
+/**
+ * How long a `join` may go unanswered before the socket is taken for dead and replaced (a socket opened during the
+ * preview may have died silently since: a tablet that slept, or moved to another network). Doubles with each
+ * failed attempt, up to JOIN_REPLY_MAX_MS, so a slow network still gets through.
+ */
+export const JOIN_REPLY_TIMEOUT_MS = 5000;
+const JOIN_REPLY_MAX_MS = 30000;
+/** How long a liveness check (see Signalling.checkAlive) waits for any answer. */
+export const LIVENESS_TIMEOUT_MS = 4000;
+
 /** Why the session ended for good: the link is bad, or it was opened elsewhere. */
 /** @typedef {'bad_token' | 'replaced'} FatalCode */
 
@@ -68,6 +78,9 @@ export class Signalling extends Emitter {
   #pingTimer;
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #retryTimer;
+  /** Set while we wait for the server to answer (a join, a liveness check): any frame clears it. */
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #replyTimer;
   /** @type {WebSocket | null} */
   #spare;
   /**
@@ -108,7 +121,8 @@ export class Signalling extends Emitter {
     this.#setState(SignallingState.CONNECTING);
     let socket = this.#spare;
     this.#spare = null;
-    if (!socket || socket.readyState > this.#WebSocket.OPEN) {
+    const spare = socket !== null && socket.readyState <= this.#WebSocket.OPEN;
+    if (!socket || !spare) {
       try {
         socket = new this.#WebSocket(this.#url);
       } catch (err) {
@@ -121,6 +135,10 @@ export class Signalling extends Emitter {
       if (this.#socket !== socket) return;
       this.#setState(SignallingState.JOINING);
       this.#write(protocol.join(this.#token, this.#resume));
+      const deadline = Math.min(JOIN_REPLY_MAX_MS, JOIN_REPLY_TIMEOUT_MS * 2 ** this.#attempt);
+      // The socket opened ahead has sat idle for as long as the preview showed: if it died meanwhile, open a
+      // fresh one at once, without telling anyone (the person only tapped Join). Otherwise, retry with backoff.
+      this.#expectReply(deadline, 'join unanswered', spare ? () => this.connect() : undefined);
       this.#startPing();
     };
     this.#socket = socket;
@@ -128,6 +146,8 @@ export class Signalling extends Emitter {
     socket.onmessage = (event) => {
       if (this.#socket !== socket) return;
       if (typeof event.data !== 'string') return;
+      clearTimeout(this.#replyTimer);
+      this.#replyTimer = undefined;
       this.#awaitingPong = false;
       this.#receive(event.data);
     };
@@ -138,6 +158,16 @@ export class Signalling extends Emitter {
     // onerror is always followed by onclose; nothing to do here.
     socket.onerror = () => {};
     if (socket.readyState === this.#WebSocket.OPEN) opened();
+  }
+
+  /**
+   * Make sure the socket still reaches the server, now rather than at the next keep-alive: a media path that just
+   * broke (ICE `disconnected`) usually means the network changed, and a socket may then stay open on our side
+   * while nothing gets through. No answer within LIVENESS_TIMEOUT_MS: reconnect (and resume).
+   */
+  checkAlive() {
+    if (this.#state !== SignallingState.JOINED || this.#replyTimer !== undefined) return;
+    if (this.#write(protocol.ping())) this.#expectReply(LIVENESS_TIMEOUT_MS, 'no answer to a liveness check');
   }
 
   /** When the browser says the network is back, skip the rest of the backoff. */
@@ -258,6 +288,27 @@ export class Signalling extends Emitter {
     this.#retryTimer = setTimeout(() => this.connect(), delayMs);
   }
 
+  /**
+   * Take the socket for dead unless some frame arrives within `ms`; then `next` (by default, retry with backoff).
+   * @param {number} ms
+   * @param {string} why
+   * @param {() => void} [next]
+   */
+  #expectReply(ms, why, next) {
+    clearTimeout(this.#replyTimer);
+    this.#replyTimer = setTimeout(() => {
+      this.#replyTimer = undefined;
+      console.warn(`signalling: ${why} for ${ms} ms; reconnecting`);
+      this.#teardownSocket();
+      if (next) {
+        this.#setState(SignallingState.RETRYING);
+        next();
+      } else {
+        this.#scheduleRetry();
+      }
+    }, ms);
+  }
+
   #startPing() {
     clearInterval(this.#pingTimer);
     this.#awaitingPong = false;
@@ -277,6 +328,8 @@ export class Signalling extends Emitter {
   /** @param {number} [closeCode] */
   #teardownSocket(closeCode) {
     clearInterval(this.#pingTimer);
+    clearTimeout(this.#replyTimer);
+    this.#replyTimer = undefined;
     this.#joinedAfterHeld = null; // the next join says afresh what there is
     const socket = this.#socket;
     this.#socket = null;
