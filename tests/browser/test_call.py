@@ -474,6 +474,22 @@ def test_a_broken_media_path_makes_the_page_check_its_socket(
             probe.wait(10)
 
 
+def test_the_network_coming_back_makes_a_waiting_page_check_its_socket(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """A clinician waits alone (no media path to break) when the network changes under a socket that stays open on
+    the page's side. The browser's `online` makes the page check it: no answer in 4 s, so it resumes on a new one."""
+    links = stue_embedded.new_consultation()
+    page = open_page(links["clinician_link"], **DESKTOP, init_script=RECORD_SIGNALLING)
+    join(page)
+    wait_state(page, "waiting")
+    page.evaluate("() => { const s = window.__sockets.at(-1); s.send = () => {}; s.onmessage = null; }")
+    page.evaluate("() => window.dispatchEvent(new Event('online'))")
+    page.wait_for_function("() => window.__joined.length === 2", timeout=10_000 * TIME_SCALE)
+    assert page.evaluate("() => window.__joined[1].resumed") is True
+    wait_state(page, "waiting")
+
+
 #: Lets a test move the page's performance.now() forward, as if the preview had been open that much longer.
 SHIFTABLE_CLOCK = """
 (() => {

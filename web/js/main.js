@@ -412,6 +412,7 @@ async function boot() {
   onRejoin(() => void rejoin());
   addEventListener('online', () => {
     session.signalling?.retryNow();
+    session.signalling?.checkAlive(); // a socket kept open across the change may lead nowhere now
     session.refreshPrepared?.(); // its candidates were gathered on the network that went away
   });
   // Tell the others at once instead of after the server notices the socket is gone.
@@ -424,7 +425,10 @@ async function boot() {
     if (document.visibilityState === 'visible' && (!session.prepared || session.prepared.stale)) {
       session.refreshPrepared?.();
     }
-    if (document.visibilityState === 'visible' && session.signalling) void keepScreenAwake();
+    if (document.visibilityState === 'visible' && session.signalling) {
+      void keepScreenAwake();
+      session.signalling.checkAlive(); // after the tablet slept, its socket may have died without a word
+    }
   });
 
   if (!isSupported()) {
