@@ -490,6 +490,20 @@ def test_the_network_coming_back_makes_a_waiting_page_check_its_socket(
     wait_state(page, "waiting")
 
 
+def test_a_page_waiting_alone_notices_a_dead_socket_by_its_keep_alive(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """Waiting alone, with no media path to break and no event from the browser (Wi-Fi roaming, say): the page
+    pings every 5 s while alone, so it resumes within about 10 s rather than the 20 s + 20 s of a call."""
+    links = stue_embedded.new_consultation()
+    page = open_page(links["clinician_link"], **DESKTOP, init_script=RECORD_SIGNALLING)
+    join(page)
+    wait_state(page, "waiting")
+    page.evaluate("() => { const s = window.__sockets.at(-1); s.send = () => {}; s.onmessage = null; }")
+    page.wait_for_function("() => window.__joined.length === 2", timeout=15_000 * TIME_SCALE)
+    assert page.evaluate("() => window.__joined[1].resumed") is True
+
+
 #: Lets a test move the page's performance.now() forward, as if the preview had been open that much longer.
 SHIFTABLE_CLOCK = """
 (() => {

@@ -4,7 +4,7 @@ import * as i18n from './i18n.js';
 import { checkLink } from './links.js';
 import { LocalMedia, MediaError, isSupported } from './media.js';
 import { PREPARED_MAX_AGE_MS, Peer, PreparedConnection, prepareCertificate } from './peer.js';
-import { socketUrl, tokenFromFragment } from './protocol.js';
+import { PING_INTERVAL_MS, socketUrl, tokenFromFragment } from './protocol.js';
 import { Signalling } from './signalling.js';
 import * as callView from './ui/call.js';
 import { onLanguageToggle, renderLanguageToggle } from './ui/language.js';
@@ -17,6 +17,8 @@ import { currentState, showState } from './ui/views.js';
 
 const CONNECTED_NOTICE_MS = 5000;
 const CLEAR_PREVIEW_AFTER_MS = 2000;
+/** Keep-alive while waiting alone in the call: a dead socket is noticed within two of these. */
+const ALONE_PING_INTERVAL_MS = 5000;
 
 /** Everything the page holds for one visit. */
 const session = {
@@ -271,7 +273,10 @@ function otherRole(role) {
 /** Waiting (nobody else here) or in-call; only once joined. */
 function renderCallState() {
   if (!session.joined) return;
-  showState(session.peers.size > 0 ? 'in-call' : 'waiting');
+  const alone = session.peers.size === 0;
+  showState(alone ? 'waiting' : 'in-call');
+  // Alone, no media path breaks to tell us the network changed under the socket: ping more often.
+  session.signalling?.setPingInterval(alone ? ALONE_PING_INTERVAL_MS : PING_INTERVAL_MS);
 }
 
 // ---- peers --------------------------------------------------------------------------------------

@@ -170,6 +170,16 @@ export class Signalling extends Emitter {
     if (this.#write(protocol.ping())) this.#expectReply(LIVENESS_TIMEOUT_MS, 'no answer to a liveness check');
   }
 
+  /**
+   * Ping this often from now on (the next ping comes one new interval from now).
+   * @param {number} ms
+   */
+  setPingInterval(ms) {
+    if (ms === this.#pingIntervalMs) return;
+    this.#pingIntervalMs = ms;
+    if (this.#state === SignallingState.JOINED) this.#startPing();
+  }
+
   /** When the browser says the network is back, skip the rest of the backoff. */
   retryNow() {
     if (this.#state !== SignallingState.RETRYING) return;
