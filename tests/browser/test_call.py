@@ -414,6 +414,11 @@ def test_a_network_change_in_the_preview_makes_a_fresh_prepared_offer(
     assert citizen.errors == []  # type: ignore[attr-defined]
 
 
+#: The page's current socket goes silently dead (it stays open, but nothing gets through either way), as when the
+#: network changes under it. Needs RECORD_SIGNALLING.
+SILENCE_SOCKET = "() => { const s = window.__sockets.at(-1); s.send = () => {}; s.onmessage = null; }"
+
+
 #: The page's first socket (the one opened during the preview) is silently dead: what it sends goes nowhere and
 #: nothing arrives on it, as after a tablet slept or changed networks. Also keeps every view state shown.
 DEAD_FIRST_SOCKET = """
@@ -462,7 +467,7 @@ def test_a_broken_media_path_makes_the_page_check_its_socket(
     probe = run_probe(links["clinician_link"], timeout=60)
     try:
         wait_connected_with_video(page, timeout=30)
-        page.evaluate("() => { const s = window.__sockets.at(-1); s.send = () => {}; s.onmessage = null; }")
+        page.evaluate(SILENCE_SOCKET)
         probe.kill()
         probe.wait(10)
         page.wait_for_function("() => window.__joined.length === 2", timeout=15_000 * TIME_SCALE)
@@ -483,7 +488,7 @@ def test_the_network_coming_back_makes_a_waiting_page_check_its_socket(
     page = open_page(links["clinician_link"], **DESKTOP, init_script=RECORD_SIGNALLING)
     join(page)
     wait_state(page, "waiting")
-    page.evaluate("() => { const s = window.__sockets.at(-1); s.send = () => {}; s.onmessage = null; }")
+    page.evaluate(SILENCE_SOCKET)
     page.evaluate("() => window.dispatchEvent(new Event('online'))")
     page.wait_for_function("() => window.__joined.length === 2", timeout=10_000 * TIME_SCALE)
     assert page.evaluate("() => window.__joined[1].resumed") is True
@@ -499,7 +504,7 @@ def test_a_page_waiting_alone_notices_a_dead_socket_by_its_keep_alive(
     page = open_page(links["clinician_link"], **DESKTOP, init_script=RECORD_SIGNALLING)
     join(page)
     wait_state(page, "waiting")
-    page.evaluate("() => { const s = window.__sockets.at(-1); s.send = () => {}; s.onmessage = null; }")
+    page.evaluate(SILENCE_SOCKET)
     page.wait_for_function("() => window.__joined.length === 2", timeout=15_000 * TIME_SCALE)
     assert page.evaluate("() => window.__joined[1].resumed") is True
 
