@@ -41,6 +41,31 @@ TRACK_PEER_CONNECTIONS = """
 })();
 """
 
+#: Viewports: a municipality's tablet, a clinician's workstation.
+TABLET = {"width": 1024, "height": 768}
+DESKTOP = {"width": 1440, "height": 900}
+
+#: Keeps the page's WebSockets, the `joined` frames it gets and the types of all frames it receives.
+RECORD_SIGNALLING = """
+(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.__joined = [];
+  window.__received = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__sockets.push(this);
+      this.addEventListener('message', (event) => {
+        const frame = JSON.parse(event.data);
+        window.__received.push(frame.type);
+        if (frame.type === 'joined') window.__joined.push({ participant: frame.participant, resumed: frame.resumed });
+      });
+    }
+  };
+})();
+"""
+
 #: The number of video frames decoded across the page's connected peer connections.
 FRAMES_DECODED = """
 async () => {

@@ -12,6 +12,9 @@ import pytest
 from playwright.sync_api import Page
 
 from pages import (
+    DESKTOP,
+    RECORD_SIGNALLING,
+    TABLET,
     axe_violations,
     connection_states,
     frames_decoded,
@@ -25,35 +28,10 @@ from support import ROOT, TIME_SCALE, StueServer, stue_command
 
 pytestmark = pytest.mark.browser
 
-TABLET = {"width": 1024, "height": 768}
-DESKTOP = {"width": 1440, "height": 900}
-
 
 def join(page: Page) -> None:
     wait_state(page, "preview")
     page.click("#join")
-
-
-#: Keeps the page's WebSockets, the `joined` frames it gets and the types of all frames it receives.
-RECORD_SIGNALLING = """
-(() => {
-  const Native = window.WebSocket;
-  window.__sockets = [];
-  window.__joined = [];
-  window.__received = [];
-  window.WebSocket = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.__sockets.push(this);
-      this.addEventListener('message', (event) => {
-        const frame = JSON.parse(event.data);
-        window.__received.push(frame.type);
-        if (frame.type === 'joined') window.__joined.push({ participant: frame.participant, resumed: frame.resumed });
-      });
-    }
-  };
-})();
-"""
 
 
 def in_call(open_page: Callable[..., Page], links: dict[str, str]) -> tuple[Page, Page]:
@@ -479,19 +457,28 @@ def test_a_broken_media_path_makes_the_page_check_its_socket(
             probe.wait(10)
 
 
-def test_the_network_coming_back_makes_a_waiting_page_check_its_socket(
-    stue_embedded: StueServer, open_page: Callable[..., Page]
+@pytest.mark.parametrize(
+    "sign",
+    ["window.dispatchEvent(new Event('online'))", "document.dispatchEvent(new Event('visibilitychange'))"],
+    ids=["network-back", "shown-again"],
+)
+def test_a_sign_of_change_makes_a_waiting_page_check_its_socket(
+    stue_embedded: StueServer, open_page: Callable[..., Page], sign: str
 ) -> None:
     """A clinician waits alone (no media path to break) when the network changes under a socket that stays open on
-    the page's side. The browser's `online` makes the page check it: no answer in 4 s, so it resumes on a new one."""
+    the page's side. The browser's `online`, or the page being shown again, makes the page check it at once: no
+    answer in 4 s, so it resumes on a new socket (before its 5 s keep-alive could have noticed)."""
     links = stue_embedded.new_consultation()
     page = open_page(links["clinician_link"], **DESKTOP, init_script=RECORD_SIGNALLING)
+    warnings: list[str] = []
+    page.on("console", lambda message: warnings.append(message.text))
     join(page)
     wait_state(page, "waiting")
     page.evaluate(SILENCE_SOCKET)
-    page.evaluate("() => window.dispatchEvent(new Event('online'))")
+    page.evaluate(f"() => {sign}")
     page.wait_for_function("() => window.__joined.length === 2", timeout=10_000 * TIME_SCALE)
     assert page.evaluate("() => window.__joined[1].resumed") is True
+    assert [text for text in warnings if "liveness check" in text]  # the check, not the keep-alive, found it
     wait_state(page, "waiting")
 
 

@@ -9,6 +9,8 @@ from firefox import FirefoxPage
 from playwright.sync_api import Page
 
 from pages import (
+    RECORD_SIGNALLING,
+    TABLET,
     connection_states,
     frames_decoded,
     open_connection_states,
@@ -19,19 +21,6 @@ from pages import (
 from support import ARTIFACTS, StueServer
 
 pytestmark = pytest.mark.browser
-
-TABLET = {"width": 1024, "height": 768}
-
-#: Keeps the page's WebSockets (to drop one as a network would).
-KEEP_SOCKETS = """
-(() => {
-  const Native = window.WebSocket;
-  window.__sockets = [];
-  window.WebSocket = class extends Native {
-    constructor(...args) { super(...args); window.__sockets.push(this); }
-  };
-})();
-"""
 
 
 @pytest.mark.parametrize("firefox_first", [False, True], ids=["chromium-waits", "firefox-waits"])
@@ -67,7 +56,7 @@ def test_a_resume_keeps_a_call_with_firefox_going(
 ) -> None:
     """Chromium's socket drops mid-call with Firefox: Chromium resumes, and neither side rebuilds its connection."""
     links = stue_embedded.new_consultation()
-    citizen = open_page(links["citizen_link"], **TABLET, init_script=KEEP_SOCKETS)
+    citizen = open_page(links["citizen_link"], **TABLET, init_script=RECORD_SIGNALLING)
     firefox.goto(links["clinician_link"])
     firefox.wait_state("preview")
     firefox.click("#join")
