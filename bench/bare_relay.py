@@ -8,6 +8,10 @@ With `--redis URL --node N --peer M` it is the *hop-matched* baseline: a frame f
 published, unchanged, on node M's Redis channel (through Stue's own bus, `server/store/bus.py`), and frames
 published on N's channel are delivered here. Two such processes have exactly Stue's hops (client → process →
 Redis → process → client) with none of its validation, sessions or routing.
+
+With `--direct` it runs on Stue's own WebSocket protocol (server/wsprotocol.py) and forwards each frame inside the
+transport's callback, as `stue serve` does, instead of through ASGI: an informative baseline that shows how much of
+Stue's figure that path accounts for.
 """
 
 from __future__ import annotations
@@ -22,12 +26,21 @@ import uvicorn
 from server.cli import UVICORN_OPTIONS
 from server.eager import start_eagerly
 from server.store.bus import Bus
+from server.wsprotocol import EXTENSION, DirectSocket, DirectWebSocketProtocol
 
 Send = Any
 ROUTES: dict[str, Send] = {}
 #: Set in hop-matched mode: (the bus, the node to publish unknown addressees to).
 BUS: tuple[Bus, str] | None = None
 OPTIONS: dict[str, str] = {}
+#: In `--direct` mode: participant → its socket's direct path.
+SOCKETS: dict[str, DirectSocket] = {}
+
+
+def forward_now(text: str) -> bool:
+    """`--direct`: forward a frame from inside the transport's callback; False leaves it to the ASGI path."""
+    peer = SOCKETS.get(orjson.loads(text).get("to"))
+    return peer is not None and peer.send_now(text.encode())
 
 
 def deliver(payload: bytes) -> None:
@@ -75,6 +88,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if me is None:
                 me = str(frame["token"])
                 ROUTES[me] = send
+                direct: DirectSocket | None = (scope.get("extensions") or {}).get(EXTENSION)
+                if direct is not None:
+                    SOCKETS[me] = direct
+                    direct.receive_now = forward_now
                 await send({"type": "websocket.send", "text": f'{{"type":"joined","participant":"{me}"}}'})
                 continue
             peer = ROUTES.get(frame.get("to"))
@@ -88,6 +105,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     finally:
         if me is not None and ROUTES.get(me) is send:
             del ROUTES[me]
+            SOCKETS.pop(me, None)
 
 
 def main() -> None:
@@ -96,10 +114,12 @@ def main() -> None:
     parser.add_argument("--redis", help="hop-matched mode: the Redis URL of the bus")
     parser.add_argument("--node", help="hop-matched mode: this process's channel")
     parser.add_argument("--peer", help="hop-matched mode: the channel for addressees not connected here")
+    parser.add_argument("--direct", action="store_true", help="forward in the transport's callback, as Stue does")
     args = parser.parse_args()
     if args.redis:
         OPTIONS.update(redis=args.redis, node=args.node, peer=args.peer)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, **UVICORN_OPTIONS)
+    options = {**UVICORN_OPTIONS, "ws": DirectWebSocketProtocol} if args.direct else UVICORN_OPTIONS
+    uvicorn.run(app, host="127.0.0.1", port=args.port, **options)
 
 
 if __name__ == "__main__":

@@ -183,11 +183,16 @@ def start_stue(redis_url: str, name: str = "stue") -> Proc:
     return proc
 
 
-def start_bare(redis_url: str = "", node: str = "", peer: str = "", name: str = "bare") -> Proc:
-    """The bare relay; given a Redis URL, the hop-matched one (publishing to `peer`, subscribed as `node`)."""
+def start_bare(
+    redis_url: str = "", node: str = "", peer: str = "", name: str = "bare", *, direct: bool = False
+) -> Proc:
+    """The bare relay; given a Redis URL, the hop-matched one (publishing to `peer`, subscribed as `node`); with
+    `direct`, forwarding on Stue's direct path (server/wsprotocol.py) instead of through ASGI."""
     port = free_port()
     hops = ["--redis", redis_url, "--node", node, "--peer", peer] if redis_url else []
-    proc = _spawn(name, [sys.executable, "-m", "bench.bare_relay", "--port", str(port), *hops], None, port)
+    flags = ["--direct"] if direct else []
+    argv = [sys.executable, "-m", "bench.bare_relay", "--port", str(port), *hops, *flags]
+    proc = _spawn(name, argv, None, port)
     _wait_http(proc, "/healthz")
     return proc
 

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 import redis
 from starlette.websockets import WebSocket
@@ -31,6 +32,7 @@ from server.protocol import Error, Joined, PeerEntry, PeerLeftReason, Resume, Ro
 from server.routing import Kind
 from server.store.consultations import Member
 from server.unjoined import UnjoinedSocket
+from server.wsprotocol import EXTENSION, DirectSocket
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,13 @@ class Connection:
         self.member: Member | None = None
         #: Kicked: another connection holds this participant, or its link, now. Closing then changes nothing.
         self.superseded = False
+        self.reason: PeerLeftReason = "disconnected"  # what the others are told when this connection ends
+        self.loop = asyncio.get_running_loop()
+        #: The socket's direct path, under `stue serve` (server/wsprotocol.py); None under plain ASGI.
+        self.direct: DirectSocket | None = (websocket.scope.get("extensions") or {}).get(EXTENSION)
+        self.idle = False  # `run` is waiting for a frame: one may be handled directly
+        #: The I/O of a frame handled directly (a join or a store look-up), which the next frame waits for.
+        self.pending: asyncio.Task[None] | None = None
 
     # --- outbound ----------------------------------------------------------------------------------------
 
@@ -104,7 +113,8 @@ class Connection:
                     self.session.peer_joined(subject, subject_node)
                 elif kind is Kind.PEER_LEFT:
                     self.session.peer_left(subject)
-                await self.ws.send_text(frame.decode())
+                if self.direct is None or not self.direct.send_now(frame):
+                    await self.ws.send_text(frame.decode())
             if self.fatal is not None and self.fatal.close_code is not None:
                 await self.ws.close(code=self.fatal.close_code)
         except Exception:  # whatever the socket raised, the receive loop sees the disconnect
@@ -116,7 +126,8 @@ class Connection:
     # --- inbound -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        reason: PeerLeftReason = "disconnected"
+        if self.direct is not None:
+            self.direct.receive_now = self.receive_now
         loop = asyncio.get_running_loop()
         join_deadline = loop.time() + self.node.settings.join_timeout_s
         try:
@@ -128,50 +139,103 @@ class Connection:
                         self.fail(JoinTimeout("no join within the join deadline"))
                         continue
                 else:
-                    message = await self.ws.receive()
+                    # While this task waits here, and only then, frames may be handled directly (`receive_now`).
+                    self.idle = True
+                    try:
+                        message = await self.ws.receive()
+                    finally:
+                        self.idle = False
+                if self.pending is not None:
+                    # A directly handled frame's I/O comes before the frames after it (its failure is its own).
+                    await asyncio.wait((self.pending,))
                 if message["type"] == "websocket.disconnect":
                     break
-                try:
-                    text = message.get("text")
-                    if text is None:
-                        raise BinaryFrame("frames must be text (JSON)")
-                    action = self.session.handle(text, loop.time())
-                    if isinstance(action, RelayAction):
-                        await self.relay(action)
-                    elif isinstance(action, ReplyAction):
-                        self.deliver(Kind.FORWARD, action.frame)
-                    elif isinstance(action, JoinAction):
-                        await self.join(action.token, action.resume)
-                    elif isinstance(action, LeaveAction):
-                        reason = "left"
-                        self.fatal = _Goodbye("left")
-                        self._wake_writer()
-                except ClientError as error:
-                    if error.close_code is None:
-                        self.deliver(Kind.FORWARD, error_frame(error))
-                    else:
-                        self.fail(error)
+                text = message.get("text")
+                if text is None:
+                    self._refuse(BinaryFrame("frames must be text (JSON)"))
+                    continue
+                work = self._carry_out(text)
+                if work is not None:
+                    await work
             if self.writer is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(self.writer), timeout=2.0)
         finally:
-            await self.finish(reason)
+            await self.finish(self.reason)
 
-    async def relay(self, action: RelayAction) -> None:
-        node = action.node
-        if node is None:
-            # Not told of this peer: perhaps its `peer-joined` was lost while the bus reconnected. Ask the store.
-            consultation = self.session.consultation
-            assert consultation is not None
-            try:
-                member = await self.node.store.member(consultation, action.to)
-            except (redis.RedisError, OSError):
-                member = None
-            if member is None:
-                raise action.unknown()
-            node = member.node
-            self.session.peer_joined(member.participant, node)
-        self.node.forward(node, action.to, action.frame)
+    def receive_now(self, text: str) -> bool:
+        """The direct path, called from the transport's callback: handle a frame at once when that keeps the order
+        (the task in `run` is waiting for a frame and nothing handled directly is still doing I/O). False sends the
+        frame through ASGI to `run`."""
+        if self.fatal is not None:
+            return True  # nothing is read after a fatal error, as in `run`
+        if not self.idle or self.pending is not None:
+            return False
+        try:
+            work = self._carry_out(text)
+        except Exception:
+            log.exception("handling a frame failed")
+            self.fail(Internal("the server failed to handle a frame"))
+            return True
+        if work is not None:
+            self.pending = asyncio.ensure_future(work)
+            self.pending.add_done_callback(self._pending_done)
+        return True
+
+    def _pending_done(self, task: asyncio.Task[None]) -> None:
+        if self.pending is task:
+            self.pending = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handling a frame failed", exc_info=task.exception())
+            self.fail(Internal("the server failed to handle a frame"))
+
+    def _carry_out(self, text: str) -> Coroutine[Any, Any, None] | None:
+        """Carry out one inbound frame: at once when that needs no I/O; otherwise return the coroutine that does."""
+        try:
+            action = self.session.handle(text, self.loop.time())
+            if isinstance(action, RelayAction):
+                if action.node is not None:
+                    self.node.forward(action.node, action.to, action.frame)
+                    return None
+                return self._refusing(self._relay_via_store(action))
+            if isinstance(action, ReplyAction):
+                self.deliver(Kind.FORWARD, action.frame)
+            elif isinstance(action, JoinAction):
+                return self._refusing(self.join(action.token, action.resume))
+            elif isinstance(action, LeaveAction):
+                self.reason = "left"
+                self.fatal = _Goodbye("left")
+                self._wake_writer()
+        except ClientError as error:
+            self._refuse(error)
+        return None
+
+    async def _refusing(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except ClientError as error:
+            self._refuse(error)
+
+    def _refuse(self, error: ClientError) -> None:
+        """Answer a refused frame: an error frame, and the connection carries on unless the error closes it."""
+        if error.close_code is None:
+            self.deliver(Kind.FORWARD, error_frame(error))
+        else:
+            self.fail(error)
+
+    async def _relay_via_store(self, action: RelayAction) -> None:
+        """Relay to a peer this connection was not told of: perhaps its `peer-joined` was lost while the bus
+        reconnected. Ask the store where it is."""
+        consultation = self.session.consultation
+        assert consultation is not None
+        try:
+            member = await self.node.store.member(consultation, action.to)
+        except (redis.RedisError, OSError):
+            member = None
+        if member is None:
+            raise action.unknown()
+        self.session.peer_joined(member.participant, member.node)
+        self.node.forward(member.node, action.to, action.frame)
 
     async def join(self, token: str, resume: Resume | None) -> None:
         try:
@@ -272,6 +336,10 @@ class Connection:
 
     async def finish(self, reason: PeerLeftReason) -> None:
         session, member = self.session, self.member
+        if self.direct is not None:
+            self.direct.receive_now = None
+        if self.pending is not None:
+            self.pending.cancel()
         if self.writer is not None:
             self.writer.cancel()
         if session.participant is None or session.consultation is None or member is None:
