@@ -4,7 +4,9 @@
 relayed offer crosses the Redis hop. The bare relay holds the same 1,000 participants (same connections, same
 frames) in one process. A third, informative target is the *hop-matched* bare relay: two bare processes joined by
 Redis pub/sub through Stue's own bus, so it has Stue's hops and none of its work; Stue against it shows what
-Stue's code costs, apart from the architecture's extra hop. Runs rotate between the targets (order flipped every
+Stue's code costs, apart from the architecture's extra hop. A fourth, also informative, is the bare relay on Stue's
+direct frame path (bench/bare_relay.py --direct, server/wsprotocol.py): one process that, like `stue serve`, skips
+uvicorn's ASGI hand-off for in-call frames. Runs rotate between the targets (order flipped every
 pair); the first second of each run is discarded. Latency is measured at both ends of the issue's range of
 offered load (1,000 and 3,000 msg/s over the 1,000 participants).
 """
@@ -21,7 +23,7 @@ from bench.report import Metric, median, paired
 CONSULTATIONS = 500
 SDP_PAD = 400  # bytes of filler after the timestamp: a relayed frame is ~0.5 KB, between a candidate and an offer
 PACED_RATES = (1000.0, 3000.0)  # msg/s over all 1,000 participants: the issue's range, bare p99 ~0.5–1 ms here
-TARGETS = ("stue", "bare", "hops")
+TARGETS = ("stue", "bare", "hops", "direct")
 
 
 def _order(i: int, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -45,16 +47,20 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
         procs.append(hops_a)
         hops_b = start_bare(redis.extra["url"], node="bare-b", peer="bare-a", name="hops-b")
         procs.append(hops_b)
+        direct = start_bare(name="bare-direct", direct=True)
+        procs.append(direct)
         tokens = create_consultations(redis.extra["url"], CONSULTATIONS)
         pids = {
             "stue": [stue_a.pid, stue_b.pid, redis.pid],
             "bare": [bare.pid],
             "hops": [hops_a.pid, hops_b.pid, redis.pid],
+            "direct": [direct.pid],
         }
         pairs_of = {
             "stue": ("stue", [[stue_a.ws_url, t["citizen"], stue_b.ws_url, t["clinician"]] for t in tokens]),
             "bare": ("bare", [[bare.ws_url, "", bare.ws_url, ""] for _ in tokens]),
             "hops": ("bare", [[hops_a.ws_url, "", hops_b.ws_url, ""] for _ in tokens]),
+            "direct": ("bare", [[direct.ws_url, "", direct.ws_url, ""] for _ in tokens]),
         }
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             "saturate": {name: [] for name in TARGETS},
@@ -124,12 +130,14 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
         pac = runs[f"paced@{rate:.0f}"]
         for label, key, target in (("p50", "p50_ms", "ratio <= 1.5"), ("p99", "p99_ms", "ratio <= 1.5"),
                                    ("p99.9", "p999_ms", "")):  # fmt: skip
-            stue, bare, hops = col(pac, "stue", key), col(pac, "bare", key), col(pac, "hops", key)
+            stue, bare = col(pac, "stue", key), col(pac, "bare", key)
             metrics.append(paired("relay", f"{label} @ {rate:.0f} msg/s", "ms", stue, bare, target))
             if label != "p99.9":
-                metrics.append(
-                    paired("relay", f"{label} @ {rate:.0f} msg/s vs hop-matched (info)", "ms", stue, hops, "")
-                )
+                for name, what in (("hops", "hop-matched"), ("direct", "bare on the direct path")):
+                    other = col(pac, name, key)
+                    metrics.append(
+                        paired("relay", f"{label} @ {rate:.0f} msg/s vs {what} (info)", "ms", stue, other, "")
+                    )
     metrics.append(
         paired("relay", "server CPU per msg at saturation", "us", cpu_us_per_msg("stue"), cpu_us_per_msg("bare"), "")
     )
@@ -139,9 +147,13 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
     notes = [
         "Stue: two `stue serve` processes (citizens on A, clinicians on B) sharing one redis-server; "
         "every frame crosses Redis pub/sub.",
-        "Bare relay: ONE process (bench/bare_relay.py) holding the same 1,000 participants.",
+        "Stue's processes handle in-call frames inside uvicorn's transport callback (server/wsprotocol.py); "
+        "joins and anything needing Redis go through ASGI.",
+        "Bare relay: ONE process (bench/bare_relay.py) on stock uvicorn ASGI holding the same 1,000 participants.",
         "Hop-matched (info): two bare relay processes publishing through Stue's bus to the same redis-server "
         "(bench/bare_relay.py --redis): Stue's hops without its validation, sessions and routing.",
+        "Bare on the direct path (info): the bare relay forwarding inside the transport callback, as Stue does "
+        "(bench/bare_relay.py --direct).",
         f"Each relayed frame is an offer of ~{SDP_PAD + 90} bytes; latency = one-way, same-process monotonic clock.",
         "Bare p99: "
         + ", ".join(f"{bare_p99[rate]:.2f} ms at {rate:.0f} msg/s" for rate in PACED_RATES)
