@@ -23,10 +23,10 @@ import orjson
 import redis.asyncio as aioredis
 import uvicorn
 
-from server.cli import UVICORN_OPTIONS
+from server.cli import SERVE_OPTIONS, UVICORN_OPTIONS
 from server.eager import start_eagerly
 from server.store.bus import Bus
-from server.wsprotocol import EXTENSION, DirectSocket, DirectWebSocketProtocol
+from server.wsprotocol import EXTENSION, DirectSocket
 
 Send = Any
 ROUTES: dict[str, Send] = {}
@@ -118,8 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.redis:
         OPTIONS.update(redis=args.redis, node=args.node, peer=args.peer)
-    options = {**UVICORN_OPTIONS, "ws": DirectWebSocketProtocol} if args.direct else UVICORN_OPTIONS
-    uvicorn.run(app, host="127.0.0.1", port=args.port, **options)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, **(SERVE_OPTIONS if args.direct else UVICORN_OPTIONS))
 
 
 if __name__ == "__main__":

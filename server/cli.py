@@ -22,8 +22,8 @@ from server.store.consultations import ConsultationStore, NewConsultation
 
 log = logging.getLogger("stue")
 
-#: How uvicorn serves Stue (and the benchmarks' bare relay, so the two are compared like for like). `stue serve`
-#: replaces `ws` with its subclass of the same protocol that adds a direct path for frames (server/wsprotocol.py).
+#: How uvicorn serves the benchmarks' bare relay, and Stue apart from its WebSocket protocol (`SERVE_OPTIONS`), so
+#: the two are compared like for like.
 UVICORN_OPTIONS: Final[dict[str, Any]] = {
     "loop": "asyncio",  # measured: uvloop, if installed, made the relay's p50 worse (0.7 ms vs 0.5 ms)
     "ws": "websockets-sansio",
@@ -35,6 +35,9 @@ UVICORN_OPTIONS: Final[dict[str, Any]] = {
     "log_level": "info",
     "lifespan": "on",
 }
+#: What `stue serve` runs: the same, on the subclass of that protocol with a direct path for frames (by name, so
+#: that commands other than `serve` do not import uvicorn).
+SERVE_OPTIONS: Final[dict[str, Any]] = {**UVICORN_OPTIONS, "ws": "server.wsprotocol:DirectWebSocketProtocol"}
 
 
 class _WithoutClientAddresses(logging.Filter):
@@ -88,7 +91,6 @@ async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     import uvicorn
 
     from server.app import create_app
-    from server.wsprotocol import DirectWebSocketProtocol
 
     handle = await open_redis(settings)
     try:
@@ -98,7 +100,7 @@ async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
             port=port,
             # Given always, so uvicorn's own FORWARDED_ALLOW_IPS (unvalidated) never decides who the client is.
             forwarded_allow_ips=list(settings.trusted_proxies),
-            **{**UVICORN_OPTIONS, "ws": DirectWebSocketProtocol},
+            **SERVE_OPTIONS,
         )
         logging.getLogger("uvicorn.error").addFilter(_WithoutClientAddresses())  # after uvicorn set up its logging
         server = uvicorn.Server(config)

@@ -128,13 +128,12 @@ class Connection:
     async def run(self) -> None:
         if self.direct is not None:
             self.direct.receive_now = self.receive_now
-        loop = asyncio.get_running_loop()
-        join_deadline = loop.time() + self.node.settings.join_timeout_s
+        join_deadline = self.loop.time() + self.node.settings.join_timeout_s
         try:
             while self.fatal is None:
                 if self.session.participant is None:
                     try:
-                        message = await asyncio.wait_for(self.ws.receive(), join_deadline - loop.time())
+                        message = await asyncio.wait_for(self.ws.receive(), join_deadline - self.loop.time())
                     except TimeoutError:
                         self.fail(JoinTimeout("no join within the join deadline"))
                         continue

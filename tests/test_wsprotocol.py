@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 
 from server.app import create_app
-from server.cli import UVICORN_OPTIONS
+from server.cli import SERVE_OPTIONS
 from server.config import load_settings
 from server.endpoint import Connection
 from server.node import Node, now_ms
@@ -41,7 +41,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     port = free_port()
     settings = load_settings({"STUE_DATA_DIR": str(tmp_path / "data"), "STUE_PUBLIC_URL": f"http://127.0.0.1:{port}"})
     app = create_app(settings)
-    options = {**UVICORN_OPTIONS, "ws": DirectWebSocketProtocol, "log_level": "warning"}
+    options = {**SERVE_OPTIONS, "log_level": "warning"}
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     task = asyncio.create_task(server.serve())
     while not server.started:
