@@ -38,6 +38,11 @@ def channel(node: str) -> str:
     return f"stue:node:{node}"
 
 
+def forward_header(recipient: str) -> bytes:
+    """The header line of a FORWARD envelope to one participant: the envelope is this followed by the frame."""
+    return b"F " + recipient.encode() + b"\n"
+
+
 def encode_forward(recipient: str, frame: bytes) -> bytes:
     """The hot path: one relayed frame to one participant."""
     return b"F " + recipient.encode() + b"\n" + frame

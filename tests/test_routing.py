@@ -21,6 +21,7 @@ def test_envelopes_round_trip() -> None:
 
 def test_forward_fast_path_matches_the_general_encoding() -> None:
     assert routing.encode_forward("p_1", b"x") == routing.encode(Envelope(Kind.FORWARD, ("p_1",), b"x"))
+    assert routing.forward_header("p_1") + b"x" == routing.encode_forward("p_1", b"x")
 
 
 def test_broadcast_sends_one_envelope_per_node() -> None:

@@ -190,7 +190,7 @@ class ConsultationStore:
             for participant, frame in frames:
                 await self._hold(
                     keys=[f"{HELD}{participant}", f"{MOVED}{participant}"],
-                    args=[frame, limit, ttl_ms, node, routing.encode_forward(participant, frame), routing.channel("")],
+                    args=[frame, limit, ttl_ms, node, routing.forward_header(participant), routing.channel("")],
                     client=pipe,
                 )
             await pipe.execute()
