@@ -64,6 +64,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def idle_config() -> dict[str, str]:
+    """How this machine's CPUs idle, which sets how fast a sleeping process wakes: on a VM, a vCPU that halts has
+    to be scheduled again by the host, and guest halt polling (`haltpoll`) trades CPU for a shorter wake-up."""
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return "unknown"
+
+    return {
+        "cpuidle_driver": read("/sys/devices/system/cpu/cpuidle/current_driver"),
+        "guest_halt_poll_ns": read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    }
+
+
 @dataclass
 class Proc:
     """A child process started for a benchmark, with its log file."""

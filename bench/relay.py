@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from bench.driver import LoadGen, create_consultations
-from bench.procs import ORIGIN, raise_nofile, start_bare, start_redis, start_stue
+from bench.procs import ORIGIN, idle_config, raise_nofile, start_bare, start_redis, start_stue
 from bench.report import Metric, median, paired
 
 CONSULTATIONS = 500
@@ -144,6 +144,7 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
     bare_p99 = {rate: median(col(runs[f"paced@{rate:.0f}"], "bare", "p99_ms")) for rate in PACED_RATES}
     paced_runs = [r for kind, by_name in runs.items() if kind != "saturate" for rs in by_name.values() for r in rs]
     others = median([r["cpu_s"]["others"] / duration for r in paced_runs + sat["stue"] + sat["bare"]])
+    idle = idle_config()
     notes = [
         "Stue: two `stue serve` processes (citizens on A, clinicians on B) sharing one redis-server; "
         "every frame crosses Redis pub/sub.",
@@ -161,6 +162,8 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
         "Stue server CPU = A + B + redis-server; the 2-core machine is shared with the load generator "
         f"and with other users (median {others:.2f} cores busy elsewhere during a run; per run in the JSON).",
         "Ratio = median of per-pair ratios (runs back to back, order flipped every pair).",
+        f"CPU idle: driver {idle['cpuidle_driver']}, guest_halt_poll_ns {idle['guest_halt_poll_ns']} (0: an idle "
+        "vCPU halts at once, so every wake-up of a sleeping process waits for the host; see docs/benchmarks.md).",
     ]
     every = [r for by_name in runs.values() for rs in by_name.values() for r in rs]
     lost = sum(r["lost"] for r in every)
@@ -175,6 +178,7 @@ def run(quick: bool = False) -> tuple[list[Metric], dict[str, Any]]:
             "paced_rates": list(PACED_RATES),
             "sdp_pad": SDP_PAD,
             "quick": quick,
+            "cpu_idle": idle,
         },
         "opened": opened,
         "runs": runs,
