@@ -45,7 +45,7 @@ def forward_header(recipient: str) -> bytes:
 
 def encode_forward(recipient: str, frame: bytes) -> bytes:
     """The hot path: one relayed frame to one participant."""
-    return b"F " + recipient.encode() + b"\n" + frame
+    return forward_header(recipient) + frame
 
 
 def encode(envelope: Envelope) -> bytes:
