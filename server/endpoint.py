@@ -29,6 +29,7 @@ from server.eager import start_eagerly
 from server.exceptions import BadToken, BinaryFrame, ClientError, Internal, JoinTimeout, Replaced, SlowConsumer
 from server.node import Node, now_ms
 from server.protocol import Error, Joined, PeerEntry, PeerLeftReason, Resume, Role, encode
+from server.replay import NO_REPLAY, Replay, Written, connection_tag
 from server.routing import Kind
 from server.store.consultations import Member
 from server.unjoined import UnjoinedSocket
@@ -71,6 +72,11 @@ class Connection:
         self.idle = False  # `run` is waiting for a frame: one may be handled directly
         #: The I/O of a frame handled directly (a join or a store look-up), which the next frame waits for.
         self.pending: asyncio.Task[None] | None = None
+        #: What this connection wrote after `joined` (None until `joined` is written), for a replay after a resume.
+        self.written: Written | None = None
+        self.joined_frame: bytes | None = None  # `joined`, until it is written
+        #: Which tagged frames (written by the connection this one resumed) to deliver, and which to drop.
+        self.replay: Replay = NO_REPLAY
 
     # --- outbound ----------------------------------------------------------------------------------------
 
@@ -79,6 +85,13 @@ class Connection:
             if subject and (self.member is None or subject != self.member.resume_digest):
                 return  # meant for an earlier connection of this participant, gone already
             self.superseded = True
+            if subject_node:  # the participant resumed, there: its client may not have read what we wrote
+                self._hand_over()
+        elif kind is Kind.FORWARD and frame[:1] == b"#":  # tagged: handed on by the connection we resumed
+            admitted = self.replay.admit(frame)
+            if admitted is None:
+                return
+            frame = admitted
         if self.fatal is not None:
             return
         if len(self.outbox) >= OUTBOX_FRAMES:
@@ -92,12 +105,29 @@ class Connection:
     def fail(self, error: ClientError) -> None:
         """Send `error` after what is queued, then close with its close code."""
         if self.fatal is None:
-            self.outbox.append((Kind.FORWARD, error_frame(error), "", ""))
+            self.outbox.append((Kind.REPLY, error_frame(error), "", ""))
             self.fatal = error
             self._wake_writer()
 
     def lost_membership(self) -> None:
         self.fail(Internal("membership expired on the server; join again"))
+
+    def _hand_over(self) -> None:
+        """This connection ends without `leave`, and its socket may have been dead for a while (half-open): hand what
+        its client may not have read on to the frames held for its participant, for the resume to deliver. First the
+        relayed frames written lately, tagged with their numbers (server/replay.py), then those not written yet.
+        Frames for the participant that reach this node from now on are held after them."""
+        member = self.member
+        if member is None:
+            return
+        written = self.written.unread(connection_tag(member.resume_digest), self.loop.time()) if self.written else []
+        unwritten = [frame for kind, frame, _, _ in self.outbox if kind is Kind.FORWARD]
+        rest = [entry for entry in self.outbox if entry[0] is not Kind.FORWARD]
+        self.outbox.clear()
+        self.outbox.extend(rest)
+        for frame in [*written, *unwritten]:
+            self.node.hold(member.participant, frame)
+        self.node.unregister(member.participant, self)
 
     def _wake_writer(self) -> None:
         if self.writer is None and not self.draining and not self.holding:
@@ -113,6 +143,10 @@ class Connection:
                     self.session.peer_joined(subject, subject_node)
                 elif kind is Kind.PEER_LEFT:
                     self.session.peer_left(subject)
+                if self.written is not None:
+                    self.written.wrote(frame, relayed=kind is Kind.FORWARD, now=self.loop.time())
+                elif frame is self.joined_frame:
+                    self.written, self.joined_frame = Written(), None  # frames are numbered from the next one
                 if self.direct is None or not self.direct.send_now(frame):
                     await self.ws.send_text(frame.decode())
             if self.fatal is not None and self.fatal.close_code is not None:
@@ -198,7 +232,7 @@ class Connection:
                     return None
                 return self._refusing(self._relay_via_store(action))
             if isinstance(action, ReplyAction):
-                self.deliver(Kind.FORWARD, action.frame)
+                self.deliver(Kind.REPLY, action.frame)
             elif isinstance(action, JoinAction):
                 return self._refusing(self.join(action.token, action.resume))
             elif isinstance(action, LeaveAction):
@@ -218,7 +252,7 @@ class Connection:
     def _refuse(self, error: ClientError) -> None:
         """Answer a refused frame: an error frame, and the connection carries on unless the error closes it."""
         if error.close_code is None:
-            self.deliver(Kind.FORWARD, error_frame(error))
+            self.deliver(Kind.REPLY, error_frame(error))
         else:
             self.fail(error)
 
@@ -274,7 +308,8 @@ class Connection:
         )
         # `joined`, then what was held for us while away (oldest first), then what came while we were joining.
         self.outbox.extendleft((Kind.FORWARD, frame, "", "") for frame in reversed(held))
-        self.outbox.appendleft((Kind.FORWARD, encode(joined), "", ""))
+        self.joined_frame = encode(joined)
+        self.outbox.appendleft((Kind.REPLY, self.joined_frame, "", ""))
         self.holding = False
         self._wake_writer()
         verb = "resumed in" if resumed else "joined"
@@ -316,18 +351,23 @@ class Connection:
             log.info("resume of %s in %s lost a race with its expiry; joining anew", held.participant, consultation)
             return None
         self.member = member
+        self.replay = Replay(connection_tag(held.resume_digest), resume.received)
         # A socket of the old connection may still look open (half-open, unnoticed): close it without side
-        # effects. Kicked before this connection registers, so on this same node the kick reaches the old one.
-        self.node.kick(held, error_frame(Replaced("this participant resumed on another connection")))
+        # effects, after it hands on what its client may not have read. Kicked before this connection registers,
+        # so on this same node the kick reaches the old one (and what it hands on is held before we take it).
+        self.node.kick(
+            held, error_frame(Replaced("this participant resumed on another connection")), resumed_on=self.node.id
+        )
         self.node.register(member.participant, consultation, self)
         # Told again, so every other connection routes to this node from now on (clients know the id already).
         self.node.announce_joined(member, others)
         return member, others
 
     async def _take_held(self, participant: str) -> list[bytes]:
-        """The frames relayed to `participant` while it was away (its peers were not told it was), oldest first."""
+        """The frames relayed to `participant` while it was away (its peers were not told it was), oldest first, after
+        those its client did not read from the connection resumed."""
         try:
-            return await self.node.take_held(participant)
+            return [frame for frame in map(self.replay.admit, await self.node.take_held(participant)) if frame]
         except (redis.RedisError, OSError) as exc:
             # The resume itself stands; what was held is lost, and the client repairs it as after any drop.
             log.error("frames held for %s not read: Redis %s", participant, type(exc).__name__)
@@ -343,13 +383,16 @@ class Connection:
             self.writer.cancel()
         if session.participant is None or session.consultation is None or member is None:
             return
+        suspending = reason == "disconnected" and self.fatal is None and not self.superseded
+        if suspending:
+            self._hand_over()
         self.node.unregister(member.participant, self)
         session.leave()
         if self.superseded:
             log.info("connection of %s in %s closed: superseded", member.participant, session.consultation)
             return
         try:
-            if reason == "disconnected" and self.fatal is None:
+            if suspending:
                 await self.suspend(session.consultation, member)
                 return
             remaining = await self.node.store.leave(session.consultation, member)

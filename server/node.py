@@ -106,9 +106,9 @@ class Node:
             if entry is not None:
                 entry[1].deliver(envelope.kind, envelope.frame, envelope.subject, envelope.subject_node)
             elif envelope.kind is Kind.FORWARD:
-                self._hold(participant, envelope.frame)
+                self.hold(participant, envelope.frame)
 
-    def _hold(self, participant: str, frame: bytes) -> None:
+    def hold(self, participant: str, frame: bytes) -> None:
         """A relayed frame for someone with no connection here: its socket dropped, and it may resume (here or on
         another node) within the grace. Keep the frame in Redis for the resume to deliver; the others never learn
         of the drop, so they keep sending. (For someone who left for good it just expires.)"""
@@ -170,10 +170,11 @@ class Node:
         for node, envelope in routing.broadcast(Kind.PEER_LEFT, audience, frame, participant, ""):
             self.send(node, envelope)
 
-    def kick(self, member: Member, frame: bytes) -> None:
+    def kick(self, member: Member, frame: bytes, *, resumed_on: str = "") -> None:
         """Close the connection that held `member`: only that one (named by its resume digest), never a later
-        connection that resumed the same participant on the same node."""
-        self.send(member.node, Envelope(Kind.KICK, (member.participant,), frame, member.resume_digest, ""))
+        connection that resumed the same participant on the same node. `resumed_on`: the node where the participant
+        resumed; the closed connection then hands on what its client may not have read."""
+        self.send(member.node, Envelope(Kind.KICK, (member.participant,), frame, member.resume_digest, resumed_on))
 
     # --- upkeep ------------------------------------------------------------------------------------------
 

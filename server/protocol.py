@@ -35,20 +35,25 @@ Token = Annotated[str, msgspec.Meta(min_length=16, max_length=128)]
 #: A resume secret as the server hands it out: URL-safe base64 (32 characters today; room to grow).
 ResumeSecret = Annotated[str, msgspec.Meta(min_length=16, max_length=128, pattern="^[A-Za-z0-9_-]+$")]
 Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=60_000)]
+#: A count of frames a client read (an integer JavaScript holds exactly).
+FrameCount = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
 
 
 class _ClientMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
     """Base of every client → server message."""
 
 
-class Resume(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Resume(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """`join.resume`: continue as `participant`, proven by the secret from that participant's last `joined`."""
 
     participant: ParticipantId
     secret: ResumeSecret
+    #: Frames the client read after that `joined`, on that socket: the server replays those it wrote after them.
+    received: FrameCount | None = None
 
     def __repr__(self) -> str:
-        return f"Resume(participant={self.participant!r}, secret=<hidden>)"  # a bearer secret, like the token
+        # The secret is a bearer secret, like the token.
+        return f"Resume(participant={self.participant!r}, secret=<hidden>, received={self.received!r})"
 
 
 class Join(_ClientMessage, tag="join", frozen=True, omit_defaults=True):

@@ -22,7 +22,9 @@ class Kind(enum.Enum):
     PEER_JOINED = "J"  # the subject joined: recipients may now address it, at subject node
     PEER_LEFT = "L"  # the subject left: recipients may no longer address it
     KICK = "K"  # recipients are replaced by another connection: send the frame and close. The subject, when
-    # set, is the resume digest of the one connection to close (a later connection of the participant stays)
+    # set, is the resume digest of the one connection to close (a later connection of the participant stays); the
+    # subject node, when set, is where the participant resumed (the closed connection hands its frames on)
+    REPLY = "R"  # never on the bus: a connection's answer to its own client's frame (pong, error), not replayed
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,15 @@ def frame(**fields: object) -> str:
             frame(type="join", token=TOKEN, resume={**RESUME, "secret": "x" * 128}),
             Join(TOKEN, Resume("p_1", "x" * 128)),
         ),
+        (
+            frame(type="join", token=TOKEN, resume={**RESUME, "received": 0}),
+            Join(TOKEN, Resume("p_1", SECRET, received=0)),
+        ),
+        (
+            frame(type="join", token=TOKEN, resume={**RESUME, "received": 2**53 - 1}),
+            Join(TOKEN, Resume("p_1", SECRET, received=2**53 - 1)),
+        ),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "received": None}), Join(TOKEN, Resume("p_1", SECRET))),
         (frame(type="offer", to="p_1", sdp="v=0"), Offer(to="p_1", sdp="v=0")),
         (frame(type="answer", to="p_1", sdp="v=0"), Answer(to="p_1", sdp="v=0")),
         (frame(type="candidate", to="p_1", candidate=None), Candidate(to="p_1", candidate=None)),
@@ -103,6 +112,12 @@ def test_valid_messages_parse(text: str, expected: object) -> None:
         (frame(type="join", token=TOKEN, resume={**RESUME, "secret": "x" * 129}), exceptions.BadField),
         (frame(type="join", token=TOKEN, resume={**RESUME, "secret": "+/" * 16}), exceptions.BadField),
         (frame(type="join", token=TOKEN, resume={**RESUME, "secret": SECRET + "="}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "received": -1}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "received": 2**53}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "received": 1.5}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "received": 2.0}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "received": True}), exceptions.BadField),
+        (frame(type="join", token=TOKEN, resume={**RESUME, "received": "3"}), exceptions.BadField),
         (frame(type="join", token=TOKEN, resume={"participant": "p_1"}), exceptions.MissingField),
         (frame(type="join", token=TOKEN, resume={"secret": SECRET}), exceptions.MissingField),
         (frame(type="join", token=TOKEN, resume={**RESUME, "role": "clinician"}), exceptions.UnknownField),
@@ -191,6 +206,8 @@ def test_a_join_without_resume_is_encoded_without_it() -> None:
     assert json.loads(encode_client_message(Join(TOKEN))) == {"type": "join", "token": TOKEN}
     with_resume = json.loads(encode_client_message(Join(TOKEN, Resume("p_1", SECRET))))
     assert with_resume == {"type": "join", "token": TOKEN, "resume": RESUME}
+    with_received = json.loads(encode_client_message(Join(TOKEN, Resume("p_1", SECRET, received=7))))
+    assert with_received == {"type": "join", "token": TOKEN, "resume": {**RESUME, "received": 7}}
 
 
 def test_reprs_hide_the_token_and_the_resume_secret() -> None:

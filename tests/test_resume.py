@@ -161,6 +161,21 @@ def while_away(to: str, count: int) -> list[dict[str, object]]:
     return [*frames, {"type": "candidate", "to": to, "candidate": None}]
 
 
+def as_relayed(frame: dict[str, object], sender: str) -> dict[str, object]:
+    """`frame` as the server relays it from `sender` (a candidate gets its optional fields, null)."""
+    relayed = {key: value for key, value in frame.items() if key != "to"} | {"from": sender}
+    if relayed["type"] == "candidate" and isinstance(relayed["candidate"], dict):
+        relayed["candidate"] = {**relayed["candidate"], "sdpMLineIndex": None, "usernameFragment": None}
+    return relayed
+
+
+async def swallow(client: Client, count: int) -> None:
+    """`count` frames reach the client's socket and are lost before the client reads them (a network change left
+    the socket half-open): the server wrote them, and the client does not count them as read."""
+    for _ in range(count):
+        await client.recv()
+
+
 async def drop(client: Client) -> None:
     """A lost network: no `leave`, no close handshake; then time for the server to notice."""
     client.ws.transport.abort()
@@ -184,10 +199,7 @@ async def test_what_the_others_sent_while_away_follows_the_resumed_joined(
     again = await rejoin(first if where == "same process" else second, first.url, citizen, citizen.resume)
     assert (again.id, again.joined["resumed"], again.joined["held"]) == (citizen.id, True, len(sent))
     for frame in sent:
-        relayed = {key: value for key, value in frame.items() if key != "to"} | {"from": clinician.id}
-        if relayed["type"] == "candidate" and relayed["candidate"] is not None:
-            relayed["candidate"] = {**relayed["candidate"], "sdpMLineIndex": None, "usernameFragment": None}
-        assert await again.recv() == relayed
+        assert await again.recv() == as_relayed(frame, clinician.id)
     assert (await clinician.expect("peer-joined"))["participant"] == citizen.id
     await relays_both_ways(again, clinician)
 
@@ -260,6 +272,76 @@ async def test_only_the_latest_frames_are_held_and_only_for_the_grace(
     assert (await clinician.expect("peer-left", timeout=10))["reason"] == "timeout"
     late = await rejoin(server, server.url, again, again.resume)
     assert (late.joined["resumed"], late.joined["held"]) == (False, 0)
+
+
+@pytest.mark.parametrize("where", ["same process", "other process"])
+async def test_what_a_half_open_socket_swallowed_is_written_again_after_the_resume(
+    stue_factory: Callable[..., StueServer], redis_env: dict[str, str], where: str
+) -> None:
+    """The server goes on writing to a socket whose client no longer gets anything (half-open). The client resumes
+    on a new socket, saying how many frames it read after its `joined`; the server writes again the relayed frames
+    that came after those, in order and once, but not what it answered itself (a pong)."""
+    first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, redis_env)
+    await citizen.expect("peer-joined")
+    await relays_both_ways(clinician, citizen)  # read: the citizen has read 2 frames after `joined`
+    await citizen.send({"type": "ping"})
+    sent = while_away(citizen.id, 6)
+    for frame in sent:
+        await clinician.send(frame)
+    await swallow(citizen, 1 + len(sent))  # the pong, and the clinician's ICE restart
+
+    # Resumed where the old socket is, the frames come with the resumed `joined`, counted in `held`. Resumed on
+    # another process, they reach it when the old one has handed them on: right after `joined` or a moment later.
+    resumed_on = first if where == "same process" else second
+    again = await rejoin(resumed_on, first.url, citizen, {**citizen.resume, "received": 2})
+    assert (again.id, again.joined["resumed"]) == (citizen.id, True)
+    if where == "same process":
+        assert again.joined["held"] == len(sent)
+    assert [await again.recv() for _ in sent] == [as_relayed(frame, clinician.id) for frame in sent]
+    assert (await citizen.expect("error"))["code"] == "replaced"
+    assert await citizen.closed() == 4409
+    assert (await clinician.expect("peer-joined"))["participant"] == citizen.id
+    await again.silent(0.5)  # written again once
+    await relays_both_ways(clinician, again)
+
+
+@pytest.mark.parametrize(
+    ("where", "received", "written_again"),
+    [
+        ("same process", 1, 3),  # read only `peer-joined`: the three frames after it are written again
+        ("other process", 1, 3),
+        ("same process", 4, 0),  # read everything
+        ("same process", None, 0),  # did not say: nothing is written twice
+    ],
+)
+async def test_a_dropped_socket_hands_on_what_its_client_may_not_have_read(
+    stue_factory: Callable[..., StueServer], tmp_path: Path, where: str, received: int | None, written_again: int
+) -> None:
+    """A socket that the server saw drop: what it wrote just before may not have arrived. It comes again after the
+    resumed `joined`, before what the others sent while the participant was away."""
+    env = {"STUE_DATA_DIR": str(tmp_path / "data")}
+    first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env)
+    await citizen.expect("peer-joined")
+    before = while_away(citizen.id, 3)
+    for frame in before:
+        await clinician.send(frame)
+    await swallow(citizen, len(before))
+    await drop(citizen)
+    away = [
+        {"type": "offer", "to": citizen.id, "sdp": "v=0 while away"},
+        {"type": "candidate", "to": citizen.id, "candidate": None},
+    ]
+    for frame in away:
+        await clinician.send(frame)
+    await clinician.silent(0.5)
+
+    resume = citizen.resume if received is None else {**citizen.resume, "received": received}
+    again = await rejoin(first if where == "same process" else second, first.url, citizen, resume)
+    expected = [*before[len(before) - written_again :], *away]
+    assert (again.joined["resumed"], again.joined["held"]) == (True, len(expected))
+    assert [await again.recv() for _ in expected] == [as_relayed(frame, clinician.id) for frame in expected]
+    assert (await clinician.expect("peer-joined"))["participant"] == citizen.id
+    await again.silent(0.3)
 
 
 @pytest.mark.parametrize("where", ["same process", "other process"])

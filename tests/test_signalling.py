@@ -17,8 +17,9 @@ from wsclient import Client
 pytestmark = pytest.mark.slow
 
 
-async def pair(server: StueServer) -> tuple[Client, Client]:
-    links = server.new_consultation()
+async def pair(server: StueServer, links: dict[str, str] | None = None) -> tuple[Client, Client]:
+    """A citizen and a clinician joined to one consultation (a new one unless `links` are given)."""
+    links = links or server.new_consultation()
     citizen = await Client.open(server.ws_url, server.url)
     await citizen.join(token_of(links["citizen_link"]))
     clinician = await Client.open(server.ws_url, server.url)
@@ -170,7 +171,9 @@ def test_health_and_security_headers(stue: StueServer) -> None:
 
 
 async def test_many_clients_in_parallel(stue_embedded: StueServer) -> None:
-    pairs = await asyncio.gather(*(pair(stue_embedded) for _ in range(20)))
+    # Made first: `new_consultation` runs the CLI and blocks this loop, while the sockets' open timeouts run.
+    consultations = [stue_embedded.new_consultation() for _ in range(20)]
+    pairs = await asyncio.gather(*(pair(stue_embedded, links) for links in consultations))
     for citizen, clinician in pairs:
         await citizen.expect("peer-joined")
         await clinician.send({"type": "offer", "to": citizen.id, "sdp": "v=0"})

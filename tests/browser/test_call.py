@@ -326,6 +326,38 @@ def test_an_ice_restart_sent_while_away_is_answered_after_the_resume(
     assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
 
 
+def test_an_ice_restart_that_a_half_open_socket_swallowed_is_answered_after_the_resume(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """The citizen's socket goes silently dead (half-open after a network change): the server goes on writing to it,
+    so the clinician's ICE restart is lost on the way. The page resumes on a new socket and says how many frames it
+    read; the server writes the rest again right after `joined`, and the restart is answered then, not after the
+    clinician's 5 s wait for a lost answer."""
+    citizen, clinician = in_call(open_page, stue_embedded.new_consultation())
+    warnings: list[str] = []
+    clinician.on("console", lambda message: warnings.append(message.text))
+    before = clinician.evaluate(REMOTE_UFRAGS)
+    citizen.evaluate(SILENCE_SOCKET)
+    citizen.evaluate("() => window.dispatchEvent(new Event('online'))")  # checks its socket: resumes after 4 s
+    clinician.wait_for_timeout(2_500)
+    lost_at = len(citizen.evaluate("() => window.__received"))
+    clinician.evaluate("() => window.__pcs.forEach((pc) => pc.connectionState === 'connected' && pc.restartIce())")
+    clinician.wait_for_function(
+        f"(old) => {{ const now = ({REMOTE_UFRAGS})(); return now.length === 1 && now[0] !== old[0]; }}",
+        arg=before,
+        timeout=4_000 * TIME_SCALE,  # below OFFER_ANSWER_TIMEOUT_MS: the offer was answered, not made again
+    )
+    received = citizen.evaluate("() => window.__received")
+    resumed_at = received.index("joined", lost_at)
+    assert "offer" in received[lost_at:resumed_at]  # written to the dead socket, and lost there
+    assert received[resumed_at + 1] == "offer"  # written again, right after `joined`
+    assert citizen.evaluate("() => window.__joined[1].resumed") is True
+    assert not [text for text in warnings if "offering again" in text]
+    for page in (citizen, clinician):
+        wait_frames_after(page, frames_decoded(page))
+    assert citizen.errors == [] and clinician.errors == []  # type: ignore[attr-defined]
+
+
 #: The local ICE username fragment of the page's latest peer connection (an ICE restart makes a new one).
 LOCAL_UFRAG = "() => window.__pcs.at(-1).localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]"
 

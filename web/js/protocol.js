@@ -23,8 +23,11 @@ export const CloseCode = Object.freeze({
  * @typedef {{candidate: string, sdpMid: string | null, sdpMLineIndex: number | null, usernameFragment: string | null}} CandidateObject
  */
 
-/** What a client shows to continue as the same participant after its socket dropped. */
-/** @typedef {{participant: string, secret: string}} Resume */
+/**
+ * What a client shows to continue as the same participant after its socket dropped: the id and secret from its
+ * latest `joined`, and how many frames it read after that `joined` on that socket (the server replays the rest).
+ * @typedef {{participant: string, secret: string, received?: number}} Resume
+ */
 /** @typedef {{type: 'join', token: string, resume?: Resume}} JoinMessage */
 /** @typedef {{type: 'offer' | 'answer', to: string, sdp: string}} DescriptionOut */
 /** @typedef {{type: 'candidate', to: string, candidate: CandidateObject | null}} CandidateOut */
@@ -86,7 +89,9 @@ export function socketUrl(location) {
  */
 export function join(token, resume = null) {
   if (!TOKEN_RE.test(token)) throw new RangeError('token must be 16–128 URL-safe characters');
-  return resume ? { type: 'join', token, resume: { participant: resume.participant, secret: resume.secret } } : { type: 'join', token };
+  if (!resume) return { type: 'join', token };
+  const { participant, secret, received } = resume;
+  return { type: 'join', token, resume: received === undefined ? { participant, secret } : { participant, secret, received } };
 }
 
 /**

@@ -93,6 +93,11 @@ export class Signalling extends Emitter {
   /** From the last `joined`: lets a reconnect continue as the same participant, keeping its peer connections. */
   /** @type {import('./protocol.js').Resume | null} */
   #resume = null;
+  /**
+   * Frames read after the last `joined`, on its socket: a resume says it, and the server replays what it wrote
+   * after them (frames written to a socket that was already dead, half-open after a network change, are lost).
+   */
+  #received = 0;
   #url;
   #token;
   #WebSocket;
@@ -134,7 +139,7 @@ export class Signalling extends Emitter {
     const opened = () => {
       if (this.#socket !== socket) return;
       this.#setState(SignallingState.JOINING);
-      this.#write(protocol.join(this.#token, this.#resume));
+      this.#write(protocol.join(this.#token, this.#resume && { ...this.#resume, received: this.#received }));
       const deadline = Math.min(JOIN_REPLY_MAX_MS, JOIN_REPLY_TIMEOUT_MS * 2 ** this.#attempt);
       // The socket opened ahead has sat idle for as long as the preview showed: if it died meanwhile, open a
       // fresh one at once, without telling anyone (the person only tapped Join). Otherwise, retry with backoff.
@@ -146,6 +151,7 @@ export class Signalling extends Emitter {
     socket.onmessage = (event) => {
       if (this.#socket !== socket) return;
       if (typeof event.data !== 'string') return;
+      if (this.#state === SignallingState.JOINED) this.#received += 1; // every frame the server wrote counts
       clearTimeout(this.#replyTimer);
       this.#replyTimer = undefined;
       this.#awaitingPong = false;
@@ -240,6 +246,7 @@ export class Signalling extends Emitter {
         const rejoin = this.#everJoined;
         this.#everJoined = true;
         this.#attempt = 0;
+        this.#received = 0;
         this.#resume = message.resume ? { participant: message.participant, secret: message.resume } : null;
         this.#setState(SignallingState.JOINED);
         if (message.held > 0) {
