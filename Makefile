@@ -25,6 +25,9 @@ run: $(STAMP) $(NODE_STAMP)
 
 ## Install what the tests need (Debian's chromium, redis-server) and run the whole suite.
 test: $(STAMP) $(NODE_STAMP) system-deps
+	@# The tests start hundreds of `stue` processes: compiled once here, each starts ~0.25 s sooner (even where
+	@# PYTHONDONTWRITEBYTECODE keeps imports from writing the cache themselves).
+	$(PY) -m compileall -q server
 	$(PY) -m pytest -q
 
 ## The pure and in-process tests only (no browser).

@@ -171,8 +171,9 @@ def test_health_and_security_headers(stue: StueServer) -> None:
 
 
 async def test_many_clients_in_parallel(stue_embedded: StueServer) -> None:
-    # Made first: `new_consultation` runs the CLI and blocks this loop, while the sockets' open timeouts run.
-    consultations = [stue_embedded.new_consultation() for _ in range(20)]
+    # Made first, in threads: `new_consultation` runs the CLI, which would block this loop while sockets' open
+    # timeouts run.
+    consultations = await asyncio.gather(*(asyncio.to_thread(stue_embedded.new_consultation) for _ in range(20)))
     pairs = await asyncio.gather(*(pair(stue_embedded, links) for links in consultations))
     for citizen, clinician in pairs:
         await citizen.expect("peer-joined")
