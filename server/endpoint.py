@@ -144,7 +144,7 @@ class Connection:
                 elif kind is Kind.PEER_LEFT:
                     self.session.peer_left(subject)
                 if self.written is not None:
-                    self.written.wrote(frame, relayed=kind is Kind.FORWARD, now=self.loop.time())
+                    self.written.wrote(frame, kind is Kind.FORWARD, self.loop.time())
                 elif frame is self.joined_frame:
                     self.written, self.joined_frame = Written(), None  # frames are numbered from the next one
                 if self.direct is None or not self.direct.send_now(frame):

@@ -48,25 +48,45 @@ def untag(frame: bytes) -> tuple[str, int, bytes] | None:
 
 
 class Written:
-    """What one connection wrote after `joined`: how many frames, and the latest relayed ones with their numbers."""
+    """What one connection wrote after `joined`: how many frames, and the latest relayed ones with their numbers.
 
-    __slots__ = ("count", "recent")
+    Kept in three deques of untracked objects (bytes, int, float), not one of tuples: a tuple per relayed frame that
+    lives for 64 frames outlives the young garbage-collector generations, and thousands of them made full
+    collections frequent on a busy server (about a fifth more CPU per relayed frame in the relay benchmark).
+    """
+
+    __slots__ = ("count", "frames", "numbers", "times")
 
     def __init__(self) -> None:
         self.count = 0
-        self.recent: deque[tuple[int, float, bytes]] | None = None  # (number, when, frame); made at the first
+        # Made at the first relayed frame, so an idle connection keeps nothing.
+        self.frames: deque[bytes] | None = None
+        self.numbers: deque[int] = _EMPTY
+        self.times: deque[float] = _EMPTY
 
-    def wrote(self, frame: bytes, *, relayed: bool, now: float) -> None:
+    def wrote(self, frame: bytes, relayed: bool, now: float) -> None:
         self.count += 1
         if relayed:
-            if self.recent is None:
-                self.recent = deque(maxlen=RECENT_FRAMES)
-            self.recent.append((self.count, now, frame))
+            if self.frames is None:
+                self.frames = deque(maxlen=RECENT_FRAMES)
+                self.numbers = deque(maxlen=RECENT_FRAMES)
+                self.times = deque(maxlen=RECENT_FRAMES)
+            self.frames.append(frame)
+            self.numbers.append(self.count)
+            self.times.append(now)
 
     def unread(self, connection: str, now: float) -> list[bytes]:
         """The relayed frames of the last `WINDOW_S`, tagged, oldest first; forgotten here."""
-        recent, self.recent = self.recent or (), None
-        return [tag(connection, number, frame) for number, when, frame in recent if now - when <= WINDOW_S]
+        frames, numbers, times = self.frames or (), self.numbers, self.times
+        self.frames, self.numbers, self.times = None, _EMPTY, _EMPTY
+        return [
+            tag(connection, number, frame)
+            for number, when, frame in zip(numbers, times, frames, strict=True)
+            if now - when <= WINDOW_S
+        ]
+
+
+_EMPTY: Final[deque] = deque(maxlen=0)  # type: ignore[type-arg]  # shared, never appended to
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ def test_a_connection_is_named_by_the_start_of_its_resume_digest() -> None:
 
 def test_every_frame_written_is_counted_and_only_relayed_ones_are_kept() -> None:
     written = Written()
-    assert written.recent is None  # an idle connection keeps nothing
+    assert written.frames is None  # an idle connection keeps nothing
     written.wrote(OFFER, relayed=True, now=0.0)
     written.wrote(PONG, relayed=False, now=0.0)
     written.wrote(OFFER, relayed=True, now=0.0)
