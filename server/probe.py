@@ -11,6 +11,7 @@ import fractions
 import logging
 import math
 import re
+import signal
 import sys
 import time
 import urllib.parse
@@ -81,6 +82,8 @@ class ExitCode(enum.IntEnum):
     BAD_TOKEN = 3  # the link is unknown, revoked or expired
     UNREACHABLE = 4  # no TCP connection, or the WebSocket handshake was refused (e.g. 403 origin)
     SESSION_ENDED = 5  # the server ended the session (replaced, internal, ...) or dropped the socket
+    # Stopped by SIGINT or SIGTERM (a supervisor, `timeout`): 128 + the signal's number, as a shell reports it.
+    INTERRUPTED = 130
 
 
 _EXIT_FOR_ERROR = {
@@ -91,6 +94,7 @@ _EXIT_FOR_ERROR = {
     "handshake_refused": ExitCode.UNREACHABLE,
     "timeout": ExitCode.NO_MEDIA,
     "probe_fault": ExitCode.NO_MEDIA,
+    "interrupted": ExitCode.INTERRUPTED,
 }
 
 # Server error codes after which the server closes the connection (protocol.md, "Errors").
@@ -555,8 +559,9 @@ class _NoFrameLogging(logging.LoggerAdapter[logging.Logger]):
 class Probe:
     """One run: open the socket, join, negotiate with each peer, watch media until success or deadline."""
 
-    def __init__(self, link: ProbeLink, *, timeout: float, linger: float) -> None:
+    def __init__(self, link: ProbeLink, *, timeout: float, linger: float, stop: asyncio.Event | None = None) -> None:
         self._link = link
+        self._stop = stop
         self._timeout = timeout
         self._linger = linger
         self._stage = Stage.STARTING
@@ -578,7 +583,9 @@ class Probe:
         self._outcome = loop.create_future()
         report = ProbeReport()
         try:
-            await self._open(deadline)
+            if self._stop is not None:
+                self._spawn(self._stop_when_asked(self._stop))
+            await self._until_outcome(self._open(deadline))
             await self._send(Join(token=self._link.token))
             self._join_sent_at = loop.time()
             self._reach(Stage.JOINING)
@@ -633,6 +640,23 @@ class Probe:
 
     def _reach(self, stage: Stage) -> None:
         self._stage = max(self._stage, stage)
+
+    async def _stop_when_asked(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._fail(ProbeError("interrupted", "stopped by a signal before media was confirmed"))
+
+    async def _until_outcome(self, work: Coroutine[object, object, None]) -> None:
+        """`work`, unless the outcome is decided first (the probe was stopped): then that outcome is raised."""
+        assert self._outcome is not None
+        task = asyncio.ensure_future(work)
+        await asyncio.wait({task, self._outcome}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._outcome.done():
+            self._outcome.result()  # raises why the probe ended
+        task.result()
 
     def _succeed(self) -> None:
         if self._outcome is not None and not self._outcome.done():
@@ -836,8 +860,10 @@ async def run_probe(
     timeout: float = 20.0,  # noqa: ASYNC109
     linger: float = 1.0,
     ws_url: str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ProbeReport:
-    """Join the consultation behind `link`, confirm media both ways, report; a failed probe never raises."""
+    """Join the consultation behind `link`, confirm media both ways, report; a failed probe never raises. Setting
+    `stop` ends it early, as a failure (`interrupted`), after it has left the consultation."""
     if not (math.isfinite(timeout) and timeout > 0) or not (math.isfinite(linger) and linger >= 0):
         report = ProbeReport()
         report.fail("usage", "timeout must be a positive number of seconds and linger not negative")
@@ -848,12 +874,32 @@ async def run_probe(
         report = ProbeReport()
         report.fail(exc.code, exc.reason)
         return report
-    return await Probe(target, timeout=timeout, linger=linger).run()
+    return await Probe(target, timeout=timeout, linger=linger, stop=stop).run()
+
+
+async def _run_until_signalled(link: str, timeout: float) -> ProbeReport:  # noqa: ASYNC109
+    """The probe as a command: SIGINT or SIGTERM stops it cleanly (it leaves, so the other side hears at once
+    instead of after the resume grace) and it still reports, with the signal's exit status."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    report = await run_probe(link, timeout=timeout, stop=stop)
+    if report.error == "interrupted" and received:
+        report.reason = f"stopped by {signal.Signals(received[0]).name} before media was confirmed"
+        report.exit_code = 128 + received[0]
+    return report
 
 
 def main(link: str, *, timeout: float = 20.0, json_output: bool = False) -> int:
     """Entry point for `stue probe`: print the report (JSON or a summary) and return the exit status."""
-    report = asyncio.run(run_probe(link, timeout=timeout))
+    report = asyncio.run(_run_until_signalled(link, timeout))
     if json_output:
         print(orjson.dumps(report.to_dict()).decode())
         if not report.ok:

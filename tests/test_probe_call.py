@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from support import ROOT, TIME_SCALE, StueServer, free_port, stue_command
+from support import ROOT, TIME_SCALE, StueServer, free_port, stue_command, token_of
+from wsclient import Client
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +78,33 @@ async def test_probe_alone_times_out_with_exit_1(stue_embedded: StueServer) -> N
     assert code == 1
     assert report["connected"] is False
     assert report["error"] == "timeout"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_stopped_probe_leaves_at_once_and_still_reports(
+    stue_embedded: StueServer, stop_signal: signal.Signals
+) -> None:
+    """A supervisor or `timeout` stopping the monitor: the other side hears `peer-left` (left) at once, not after
+    the resume grace, and the probe prints its report with the signal's exit status."""
+    links = stue_embedded.new_consultation()
+    clinician = await Client.open(stue_embedded.ws_url, stue_embedded.url)
+    await clinician.join(token_of(links["clinician_link"]))
+    process = await asyncio.create_subprocess_exec(
+        *stue_command("probe", links["citizen_link"], "--json", "--timeout", "60"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    joined = await clinician.expect("peer-joined", timeout=15)
+    # The probe is the newcomer, so it offers; the clinician never answers, and the probe keeps negotiating.
+    assert (await clinician.expect("offer"))["from"] == joined["participant"]
+    process.send_signal(stop_signal)
+    left = await clinician.expect("peer-left", timeout=5)
+    assert left == {"type": "peer-left", "participant": joined["participant"], "reason": "left"}
+    out, _ = await asyncio.wait_for(process.communicate(), 10 * TIME_SCALE)
+    assert process.returncode == 128 + stop_signal
+    report = json.loads(out)
+    assert report["error"] == "interrupted"
+    assert report["stage"] == "negotiating"
+    assert report["connected"] is False
+    await clinician.close()
