@@ -2,6 +2,6 @@
 
 from firefox import firefox
 
-from pages import browser, open_page, playwright
+from pages import browser, browser_that_asks, open_page, open_page_that_asks, playwright
 
-__all__ = ["browser", "firefox", "open_page", "playwright"]
+__all__ = ["browser", "browser_that_asks", "firefox", "open_page", "open_page_that_asks", "playwright"]

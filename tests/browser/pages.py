@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,25 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
+def launch(playwright: Playwright, args: list[str]) -> Browser:
     executable = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(executable).exists():
         pytest.fail("Debian's chromium is not installed: run `make test` (it installs it) or apt-get install chromium")
-    browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+    return playwright.chromium.launch(executable_path=executable, args=args, headless=True)
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = launch(playwright, CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_that_asks(playwright: Playwright) -> Iterator[Browser]:
+    """Chromium that keeps the person's camera and microphone permission (granted or denied, see
+    `set_media_permission`): `--use-fake-ui-for-media-stream` would accept every request whatever was set."""
+    browser = launch(playwright, [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"])
     yield browser
     browser.close()
 
@@ -101,6 +115,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     """Open a page in its own browser context (its own camera, storage and permissions)."""
+    yield from _page_opener(browser)
+
+
+@pytest.fixture
+def open_page_that_asks(browser_that_asks: Browser) -> Iterator[Callable[..., Page]]:
+    """`open_page` in the browser that keeps permissions: `media="denied"` is a refused camera and microphone."""
+    yield from _page_opener(browser_that_asks)
+
+
+def _page_opener(browser: Browser) -> Iterator[Callable[..., Page]]:
     contexts = []
 
     def opener(
@@ -111,12 +135,13 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
         locale: str = "da-DK",
         axe: bool = False,
         init_script: str | None = None,
+        media: str = "granted",
     ) -> Page:
         # axe-core is injected as a script tag, which the page's CSP rightly refuses; only axe runs bypass it.
         context = browser.new_context(viewport={"width": width, "height": height}, locale=locale, bypass_csp=axe)
-        context.grant_permissions(["camera", "microphone"])
         contexts.append(context)
         page = context.new_page()
+        set_media_permission(page, url, media)
         page.add_init_script(TRACK_PEER_CONNECTIONS)
         if init_script is not None:
             page.add_init_script(init_script)
@@ -130,6 +155,24 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     yield opener
     for context in contexts:
         context.close()
+
+
+def set_media_permission(page: Page, url: str, setting: str) -> None:
+    """Camera and microphone `granted` or `denied` for `url`'s origin in the page's browser context, as the person
+    would set them in the browser's prompt or site settings (the browser itself then answers getUserMedia)."""
+    origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(url))
+    if setting == "granted":
+        page.context.grant_permissions(["camera", "microphone"], origin=origin)
+        return
+    # Playwright can grant, not deny: the DevTools protocol sets a denial as the browser keeps one.
+    cdp = page.context.new_cdp_session(page)
+    context_id = cdp.send("Target.getTargetInfo")["targetInfo"]["browserContextId"]
+    for name in ("camera", "microphone"):
+        cdp.send(
+            "Browser.setPermission",
+            {"permission": {"name": name}, "setting": setting, "origin": origin, "browserContextId": context_id},
+        )
+    cdp.detach()
 
 
 def wait_state(page: Page, state: str, timeout: float = 15.0) -> None:

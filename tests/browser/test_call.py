@@ -20,6 +20,7 @@ from pages import (
     frames_decoded,
     open_connection_states,
     screenshot,
+    set_media_permission,
     wait_connected_with_video,
     wait_frames_after,
     wait_state,
@@ -555,3 +556,34 @@ def test_a_stale_prepared_offer_is_not_sent(stue_embedded: StueServer, open_page
     wait_connected_with_video(clinician)
     wait_connected_with_video(citizen)
     assert connection_states(clinician) == ["closed", "connected"]  # the stale one closed, a fresh one in use
+
+
+def test_a_refused_camera_is_explained_calmly_and_the_retry_works(
+    stue_embedded: StueServer, open_page: Callable[..., Page], open_page_that_asks: Callable[..., Page]
+) -> None:
+    """The most common failure at home: the camera and microphone were refused (a tap on »Bloker«, or a tablet's
+    settings). The page says what to do in plain words, and »Prøv igen« works once they are allowed."""
+    links = stue_embedded.new_consultation()
+    page = open_page_that_asks(links["citizen_link"], **TABLET, media="denied", axe=True)
+    wait_state(page, "error")
+    assert page.evaluate("document.body.dataset.error") == "media_denied"
+    heading = page.locator("#error-heading")
+    assert heading.inner_text().strip() == "Vi må ikke bruge kamera og mikrofon"
+    assert heading.evaluate("(h) => document.activeElement === h")  # read out first by a screen reader
+    retry = page.locator("#error-action")
+    assert retry.is_visible()
+    assert retry.inner_text().strip() == "Prøv igen"
+    box = retry.bounding_box()
+    assert box is not None
+    assert box["height"] >= 44  # WCAG 2.5.5 target size, for unsteady hands
+    assert axe_violations(page) == []
+    screenshot(page, "call-camera-refused-tablet")
+    # Allowed in the browser's site settings, then »Prøv igen«: the preview, and the call works.
+    set_media_permission(page, links["citizen_link"], "granted")
+    retry.click()
+    wait_state(page, "preview")
+    join(page)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    join(clinician)
+    wait_connected_with_video(page)
+    wait_connected_with_video(clinician)
