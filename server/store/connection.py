@@ -126,7 +126,7 @@ def _clients_in_use(embedded: Any) -> int:
     return sum(1 for f in flags if "A" not in f and ("U" in f or "N" in f))
 
 
-def _others_connected(embedded: Any, wait_s: float = 1.0) -> bool:
+def _others_connected(embedded: Any, wait_s: float = 0.25) -> bool:
     """Whether another process (a `stue` beside us) still uses the embedded server. Our own connections, closed a
     moment ago, stay listed until Redis reads their end, which on a busy machine can take a while: wait for that,
     up to `wait_s`, before taking them for someone else's."""
