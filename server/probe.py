@@ -643,7 +643,7 @@ class Probe:
 
     async def _stop_when_asked(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self._fail(ProbeError("interrupted", "stopped by a signal before media was confirmed"))
+        self._fail(ProbeError("interrupted", "stopped before media was confirmed"))
 
     async def _until_outcome(self, work: Coroutine[object, object, None]) -> None:
         """`work`, unless the outcome is decided first (the probe was stopped): then that outcome is raised."""

@@ -17,15 +17,20 @@ from wsclient import Client
 pytestmark = pytest.mark.slow
 
 
-async def probe(link: str, *, timeout: float = 20) -> tuple[int, dict[str, Any]]:
-    """Run `stue probe LINK --json` as its own process; its exit status and report."""
-    process = await asyncio.create_subprocess_exec(
+async def start_probe(link: str, *, timeout: float) -> asyncio.subprocess.Process:
+    """Start `stue probe LINK --json` as its own process."""
+    return await asyncio.create_subprocess_exec(
         *stue_command("probe", link, "--json", "--timeout", str(timeout * TIME_SCALE)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
         env=os.environ.copy(),
     )
+
+
+async def probe(link: str, *, timeout: float = 20) -> tuple[int, dict[str, Any]]:
+    """Run `stue probe LINK --json` as its own process; its exit status and report."""
+    process = await start_probe(link, timeout=timeout)
     out, _ = await asyncio.wait_for(process.communicate(), (timeout + 15) * TIME_SCALE)
     assert process.returncode is not None
     report: dict[str, Any] = json.loads(out)
@@ -89,12 +94,7 @@ async def test_a_stopped_probe_leaves_at_once_and_still_reports(
     links = stue_embedded.new_consultation()
     clinician = await Client.open(stue_embedded.ws_url, stue_embedded.url)
     await clinician.join(token_of(links["clinician_link"]))
-    process = await asyncio.create_subprocess_exec(
-        *stue_command("probe", links["citizen_link"], "--json", "--timeout", "60"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
+    process = await start_probe(links["citizen_link"], timeout=60)
     joined = await clinician.expect("peer-joined", timeout=15)
     # The probe is the newcomer, so it offers; the clinician never answers, and the probe keeps negotiating.
     assert (await clinician.expect("offer"))["from"] == joined["participant"]
