@@ -35,6 +35,9 @@ HELD_FRAMES_PER_PARTICIPANT = 64
 HELD_TTL_MARGIN_S = 5.0
 #: Frames to hold that wait for Redis; beyond this (Redis unreachable) they are dropped, and clients repair.
 HELD_BACKLOG_LIMIT = 10_000
+#: How long a resume waits for the participant's old node to confirm that it has handed on what its old connection
+#: wrote and the client may not have read: a bus round trip and one Redis write, longer only when that node is stuck.
+HAND_OVER_WAIT_S = 1.0
 
 
 class Endpoint(Protocol):
@@ -69,6 +72,9 @@ class Node:
         #: (participant, frame) to keep in Redis for participants away from this node, in arrival order.
         self._held: list[tuple[str, bytes]] = []
         self._holder: asyncio.Task[None] | None = None  # the one task that writes them, while there are any
+        #: (participant, resume digest of its old connection) → resolved when the old node has handed on.
+        self._hand_overs: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._confirmations: set[asyncio.Task[None]] = set()  # hand-overs to confirm once their frames are held
 
     async def start(self) -> None:
         await self.bus.start()
@@ -76,7 +82,7 @@ class Node:
 
     async def stop(self) -> None:
         holder = [self._holder] if self._holder is not None else []
-        for task in [*self._tasks, *self._sweeps.values(), *holder]:
+        for task in [*self._tasks, *self._sweeps.values(), *holder, *self._confirmations]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -101,12 +107,20 @@ class Node:
         except (ValueError, UnicodeDecodeError):
             log.error("dropped a malformed bus envelope")
             return
+        if envelope.kind is Kind.HANDED_OVER:
+            for participant in envelope.recipients:
+                confirmed = self._hand_overs.get((participant, envelope.subject))
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+            return
         for participant in envelope.recipients:
             entry = self.local.get(participant)
             if entry is not None:
                 entry[1].deliver(envelope.kind, envelope.frame, envelope.subject, envelope.subject_node)
             elif envelope.kind is Kind.FORWARD:
                 self.hold(participant, envelope.frame)
+            if envelope.kind is Kind.KICK and envelope.subject_node and envelope.subject_node != self.id:
+                self._confirm_hand_over(participant, envelope.subject, envelope.subject_node)
 
     def hold(self, participant: str, frame: bytes) -> None:
         """A relayed frame for someone with no connection here: its socket dropped, and it may resume (here or on
@@ -169,6 +183,45 @@ class Node:
         audience = {m.participant: m.node for m in others}
         for node, envelope in routing.broadcast(Kind.PEER_LEFT, audience, frame, participant, ""):
             self.send(node, envelope)
+
+    async def take_over(self, member: Member, frame: bytes) -> None:
+        """For a resume here of `member`, whose connection was on another node: close that connection with `frame`,
+        and return once that node has held what the connection wrote and its client may not have read (it hands it
+        on when closed: server/replay.py), so the resume takes those frames with the ones held while it was away.
+        Returns at once when no process serves that node any more, and after `HAND_OVER_WAIT_S` when it does not
+        confirm (then the frames it hands on later are passed on here, after `joined`)."""
+        [(_, serving)] = await self.handle.client.pubsub_numsub(routing.channel(member.node))
+        if not serving:
+            self.kick(member, frame, resumed_on=self.id)
+            return
+        key = (member.participant, member.resume_digest)
+        self._hand_overs[key] = confirmed = asyncio.get_running_loop().create_future()
+        self.kick(member, frame, resumed_on=self.id)
+        try:
+            await asyncio.wait_for(confirmed, HAND_OVER_WAIT_S)
+        except TimeoutError:
+            log.warning(
+                "node %s did not confirm a hand-over within %g s; resuming without it", member.node, HAND_OVER_WAIT_S
+            )
+        finally:
+            del self._hand_overs[key]
+
+    def _confirm_hand_over(self, participant: str, digest: str, node: str) -> None:
+        """Tell `node`, where `participant` resumed, that what its connection `digest` handed on here is held: at once,
+        or when the frames still waiting for Redis are written."""
+        envelope = Envelope(Kind.HANDED_OVER, (participant,), b"", digest, self.id)
+        holder = self._holder
+        if holder is None:
+            self.send(node, envelope)
+            return
+
+        async def once_held() -> None:
+            await asyncio.shield(holder)
+            self.send(node, envelope)
+
+        confirmation = asyncio.get_running_loop().create_task(once_held(), name="hand-over-confirmation")
+        self._confirmations.add(confirmation)
+        confirmation.add_done_callback(self._confirmations.discard)
 
     def kick(self, member: Member, frame: bytes, *, resumed_on: str = "") -> None:
         """Close the connection that held `member`: only that one (named by its resume digest), never a later

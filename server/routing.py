@@ -24,6 +24,8 @@ class Kind(enum.Enum):
     KICK = "K"  # recipients are replaced by another connection: send the frame and close. The subject, when
     # set, is the resume digest of the one connection to close (a later connection of the participant stays); the
     # subject node, when set, is where the participant resumed (the closed connection hands its frames on)
+    HANDED_OVER = "H"  # to the node where the recipient resumed: its old node has handed on (held) what the
+    # connection named by the subject (its resume digest) wrote and its client may not have read
     REPLY = "R"  # never on the bus: a connection's answer to its own client's frame (pong, error), not replayed
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from support import TIME_SCALE, RedisServer, StueServer, token_of
+from support import TIME_SCALE, RedisServer, StueServer, token_of, wait_until
 from test_signalling import pair, pair_on_two_nodes
 from wsclient import Client
 
@@ -290,19 +292,62 @@ async def test_what_a_half_open_socket_swallowed_is_written_again_after_the_resu
         await clinician.send(frame)
     await swallow(citizen, 1 + len(sent))  # the pong, and the clinician's ICE restart
 
-    # Resumed where the old socket is, the frames come with the resumed `joined`, counted in `held`. Resumed on
-    # another process, they reach it when the old one has handed them on: right after `joined` or a moment later.
+    # Where the old socket is or on another process (which waits until the old one has handed them on), the frames
+    # come with the resumed `joined`, counted in `held`.
     resumed_on = first if where == "same process" else second
     again = await rejoin(resumed_on, first.url, citizen, {**citizen.resume, "received": 2})
-    assert (again.id, again.joined["resumed"]) == (citizen.id, True)
-    if where == "same process":
-        assert again.joined["held"] == len(sent)
+    assert (again.id, again.joined["resumed"], again.joined["held"]) == (citizen.id, True, len(sent))
     assert [await again.recv() for _ in sent] == [as_relayed(frame, clinician.id) for frame in sent]
     assert (await citizen.expect("error"))["code"] == "replaced"
     assert await citizen.closed() == 4409
     assert (await clinician.expect("peer-joined"))["participant"] == citizen.id
     await again.silent(0.5)  # written again once
     await relays_both_ways(clinician, again)
+
+
+async def test_a_resume_does_not_wait_for_a_process_that_is_gone(
+    stue_factory: Callable[..., StueServer], redis7: RedisServer
+) -> None:
+    """The old socket's process died (a crash, a deploy): nobody can hand anything on, and the resume on another
+    process does not wait for it to."""
+    env = {"STUE_REDIS_URL": redis7.url, "STUE_NODE_ID": "first"}
+    first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env, {"STUE_NODE_ID": "second"})
+    await citizen.expect("peer-joined")
+    second.process.kill()  # the clinician's process
+    second.process.wait()
+    with redis.Redis.from_url(redis7.url) as plain:
+        wait_until(lambda: not plain.pubsub_numsub("stue:node:second")[0][1], 5, "Redis to see the process go")
+
+    again = await rejoin(first, first.url, clinician, clinician.resume)
+    assert (again.id, again.joined["resumed"]) == (clinician.id, True)
+    assert (await citizen.expect("peer-joined"))["participant"] == clinician.id
+    await relays_both_ways(again, citizen)
+    assert "did not confirm a hand-over" not in first.log.read_text()
+
+
+async def test_a_resume_waits_only_so_long_for_a_process_that_is_stuck(
+    stue_factory: Callable[..., StueServer], tmp_path: Path
+) -> None:
+    """The old socket's process does not answer: the resume goes ahead after a short wait, and what that process
+    hands on when it wakes follows the resumed `joined`."""
+    env = {"STUE_DATA_DIR": str(tmp_path / "data")}
+    first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env)
+    await citizen.expect("peer-joined")
+    sent = while_away(clinician.id, 3)
+    for frame in sent:
+        await citizen.send(frame)
+    await swallow(clinician, len(sent))  # the clinician's socket, on the second process, is half-open
+    second.process.send_signal(signal.SIGSTOP)
+    try:
+        again = await rejoin(first, first.url, clinician, {**clinician.resume, "received": 0})
+        assert (again.id, again.joined["resumed"], again.joined["held"]) == (clinician.id, True, 0)
+    finally:
+        second.process.send_signal(signal.SIGCONT)
+    assert [await again.recv() for _ in sent] == [as_relayed(frame, citizen.id) for frame in sent]
+    assert (await clinician.expect("error"))["code"] == "replaced"
+    assert "did not confirm a hand-over" in first.log.read_text()
+    assert (await citizen.expect("peer-joined"))["participant"] == clinician.id
+    await relays_both_ways(citizen, again)
 
 
 @pytest.mark.parametrize(

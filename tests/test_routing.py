@@ -15,6 +15,8 @@ def test_envelopes_round_trip() -> None:
         Envelope(Kind.PEER_LEFT, ("p_1",), b"{}", "p_3", ""),
         Envelope(Kind.KICK, ("p_1",), b""),
         Envelope(Kind.KICK, ("p_1",), b"{}", "ab" * 32, ""),  # only the connection with this resume digest
+        Envelope(Kind.KICK, ("p_1",), b"{}", "ab" * 32, "node-y"),  # ... which hands its frames on: p_1 is at node-y
+        Envelope(Kind.HANDED_OVER, ("p_1",), b"", "ab" * 32, "node-x"),  # node-x has held what it handed on
     ]:
         assert routing.decode(routing.encode(envelope)) == envelope
 

@@ -118,12 +118,12 @@ async def test_the_same_link_joining_again_replaces_the_old_connection(stue_embe
 
 
 async def pair_on_two_nodes(
-    stue_factory: Callable[..., StueServer], env: dict[str, str]
+    stue_factory: Callable[..., StueServer], env: dict[str, str], second_env: dict[str, str] | None = None
 ) -> tuple[StueServer, StueServer, Client, Client]:
     """Two server processes on one Redis, serving one public origin; the citizen on the first, the clinician on
-    the second."""
+    the second (`second_env` added to `env` there)."""
     first = stue_factory(env)
-    second = stue_factory({**env, "STUE_PUBLIC_URL": first.url})
+    second = stue_factory({**env, **(second_env or {}), "STUE_PUBLIC_URL": first.url})
     links = first.new_consultation()
     citizen = await Client.open(first.ws_url, first.url)
     await citizen.join(token_of(links["citizen_link"]))
