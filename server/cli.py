@@ -18,7 +18,7 @@ from typing import Any, Final
 from server.config import Settings, load_settings
 from server.exceptions import ConfigError
 from server.protocol import TRANSPORT_MAX_BYTES
-from server.store.connection import open_redis
+from server.store.connection import open_redis, stop_unstopped
 from server.store.consultations import ConsultationStore, NewConsultation
 
 log = logging.getLogger("stue")
@@ -114,10 +114,8 @@ async def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
         logging.getLogger("uvicorn.error").addFilter(_WithoutClientAddresses())  # after uvicorn set up its logging
         server = uvicorn.Server(config)
         _tune_gc()
-        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it found: the
-        # default one would end the process there, before the embedded Redis below is stopped (it was left
-        # running). Ours unwinds instead, as KeyboardInterrupt does for SIGINT.
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it found (ours,
+        # from `main`), which unwinds to stop the embedded Redis below.
         serving = asyncio.create_task(server.serve())
         # Print the links only once the port is open.
         while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers only a flag
@@ -165,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (systemd, `docker stop`, `timeout`) unwinds as Ctrl-C does: by default it would end the process at
+    # once, and leave the embedded Redis it started running. (The probe sets its own, to leave its consultation.)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except _Terminated:
+        return 128 + signal.SIGTERM
+    finally:
+        stop_unstopped()
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("aioice", "aiortc"):  # ICE check chatter, at INFO, on every probe
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -190,10 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stue: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    except _Terminated:
-        return 128 + signal.SIGTERM
     return 2
 
 

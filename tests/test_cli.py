@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -83,7 +85,7 @@ def test_stopping_the_server_stops_its_embedded_redis(
 ) -> None:
     data = tmp_path / "data"
     server = stue_factory({"STUE_DATA_DIR": str(data)})
-    registry = __import__("json").loads((data / "stue.rdb.settings").read_text())
+    registry = json.loads((data / "stue.rdb.settings").read_text())
     pid = int(Path(registry["pidfile"]).read_text())
     status = Path(f"/proc/{pid}/stat")
     # The server adopts the Redis it started (which daemonizes), so that it can reap it when it stops: left to
@@ -95,3 +97,46 @@ def test_stopping_the_server_stops_its_embedded_redis(
     assert server.process.wait(10) == 128 + stop_signal
     # Gone, not merely idle (before this was fixed every test run left its Redis servers behind), and reaped.
     assert not status.exists()
+
+
+def test_a_consultation_command_stopped_midway_stops_the_embedded_redis_it_started(tmp_path: Path) -> None:
+    """With no server running, `stue consultation new` starts the embedded Redis itself. Stopped by SIGTERM while
+    it has it, the command stops it before it exits; by default the signal ended the command at once and left that
+    Redis running."""
+    data = tmp_path / "data"
+    env = {**os.environ, "STUE_DATA_DIR": str(data), "STUE_PUBLIC_URL": "http://127.0.0.1:8000"}
+    for _ in range(5):  # the command holds its Redis for a fraction of a second: stop it (SIGSTOP) while it does
+        command = subprocess.Popen(
+            stue_command("consultation", "new"), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        redis_pid = None
+        while command.poll() is None and redis_pid is None:
+            redis_pid = _child_redis(data, command.pid)
+        if redis_pid is None:
+            continue
+        command.send_signal(signal.SIGSTOP)
+        if _child_redis(data, command.pid) != redis_pid:  # it had already stopped it
+            command.send_signal(signal.SIGCONT)
+            command.wait(10)
+            continue
+        command.send_signal(signal.SIGTERM)
+        command.send_signal(signal.SIGCONT)
+        try:
+            assert command.wait(10) == 128 + signal.SIGTERM, command.stderr.read() if command.stderr else ""
+            assert not Path(f"/proc/{redis_pid}").exists()  # stopped and reaped
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # not left behind when this fails
+                os.kill(redis_pid, signal.SIGKILL)
+        return
+    pytest.fail("never caught the command while it had its Redis running")
+
+
+def _child_redis(data: Path, parent: int) -> int | None:
+    """The embedded Redis in `data`, when it runs as the child of `parent` (the process that started it)."""
+    try:
+        registry = json.loads((data / "stue.rdb.settings").read_text())
+        pid = int(Path(registry["pidfile"]).read_text())
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (OSError, ValueError, KeyError):
+        return None
+    return pid if int(fields[1]) == parent and fields[0] != "Z" else None

