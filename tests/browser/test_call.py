@@ -266,6 +266,86 @@ def test_the_tap_uses_the_connection_prepared_in_the_preview(
     assert citizen.evaluate("() => window.__pcs[1].connectionState") == "closed"
 
 
+#: Records what the iPad lessons are about: each getUserMedia stream, each AudioContext (as on iPadOS, one made
+#: outside a user gesture starts suspended, and only a `resume` inside a tap runs it), and every read of the user
+#: agent or its relatives.
+IPAD_HABITS = """
+(() => {
+  window.__streams = [];
+  window.__audio = [];
+  window.__agentReads = 0;
+  const devices = navigator.mediaDevices;
+  const getUserMedia = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    const stream = await getUserMedia(constraints);
+    window.__streams.push(stream);
+    return stream;
+  };
+  const Native = window.AudioContext;
+  window.AudioContext = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.__resumedInTap = false;
+      window.__audio.push(this);
+      if (!navigator.userActivation.isActive) void super.suspend();
+    }
+    resume() {
+      if (!(window.event && window.event.type === 'click')) {
+        return Promise.reject(new DOMException('not inside a tap', 'NotAllowedError'));
+      }
+      this.__resumedInTap = true;
+      return super.resume();
+    }
+  };
+  for (const name of ['userAgent', 'platform', 'vendor', 'appVersion', 'userAgentData']) {
+    const native = Object.getOwnPropertyDescriptor(Navigator.prototype, name);
+    if (!native) continue;
+    Object.defineProperty(Navigator.prototype, name, {
+      configurable: true,
+      get() {
+        window.__agentReads += 1;
+        return native.get.call(this);
+      },
+    });
+  }
+})();
+"""
+
+
+def test_the_ipad_lessons_one_camera_request_one_audio_context_resumed_in_the_tap(
+    stue_embedded: StueServer, open_page: Callable[..., Page]
+) -> None:
+    """What broke comparable products on iPads: the page asks for the camera once and carries that stream from the
+    preview into the call; it makes one AudioContext and resumes it inside the tap; it detects capabilities and
+    never reads the user agent (iPadOS says it is a Mac)."""
+    links = stue_embedded.new_consultation()
+    citizen = open_page(links["citizen_link"], **TABLET, init_script=IPAD_HABITS)
+    clinician = open_page(links["clinician_link"], **DESKTOP)
+    wait_state(citizen, "preview")
+    citizen.wait_for_function("() => window.__audio.length === 1 && window.__audio[0].state === 'suspended'")
+    join(citizen)
+    join(clinician)
+    wait_connected_with_video(citizen)
+    habits = citizen.evaluate(
+        """() => {
+          const pc = window.__pcs.find((pc) => pc.connectionState === 'connected');
+          return {
+            streams: window.__streams.length,
+            cameraTracks: window.__streams.flatMap((s) => s.getTracks()).map((t) => t.id).sort(),
+            sentTracks: pc.getSenders().map((s) => s.track && s.track.id).sort(),
+            audioContexts: window.__audio.length,
+            resumedInTap: window.__audio[0].__resumedInTap,
+            audioState: window.__audio[0].state,
+            agentReads: window.__agentReads,
+          };
+        }"""
+    )
+    assert habits["streams"] == 1
+    assert habits["sentTracks"] == habits["cameraTracks"]  # the preview's own tracks, carried into the call
+    assert (habits["audioContexts"], habits["resumedInTap"], habits["audioState"]) == (1, True, "running")
+    assert habits["agentReads"] == 0
+
+
 def ice_roles(page: Page) -> list[str]:
     """The ICE role of each connected peer connection's transport."""
     roles: list[str] = page.evaluate(
