@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.config import load_settings
+from server.routing import channel
 from server.store.bus import Bus, command
 from server.store.connection import RedisHandle, open_redis
 from support import TIME_SCALE
@@ -71,5 +72,50 @@ async def test_the_bus_recovers_when_redis_drops_its_connections(handle: RedisHa
 
         await asyncio.wait_for(delivered_again(), 10 * TIME_SCALE)
     finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_turns_first_envelope_goes_at_once_and_the_rest_together_at_its_end(handle: RedisHandle) -> None:
+    got: list[bytes] = []
+    a = Bus(handle.client, "node-a", lambda _: None)
+    b = Bus(handle.client, "node-b", got.append)
+    await a.start()
+    await b.start()
+    publisher = a._publisher
+    assert publisher is not None
+    writes: list[bytes] = []
+    write = publisher.write
+
+    def recording(data: bytes | bytearray | memoryview) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    publisher.write = recording  # type: ignore[method-assign]
+
+    def published(payload: bytes) -> bytes:
+        return command(b"PUBLISH", channel("node-b").encode(), payload)
+
+    try:
+        for payload in (b"one", b"two", b"three"):
+            a.send("node-b", payload)
+        assert writes == [published(b"one")]  # at once: a lone frame waits for nothing
+        await asyncio.sleep(0)  # the end of the turn
+        assert writes == [published(b"one"), published(b"two") + published(b"three")]
+        await eventually(lambda: got == [b"one", b"two", b"three"])
+        a.send("node-b", b"four")  # a new turn: at once again
+        assert writes[-1] == published(b"four")
+
+        # The publisher is lost within a turn: what was gathered goes to the backlog before anything sent after it.
+        await asyncio.sleep(0)
+        a.send("node-b", b"five")
+        a.send("node-b", b"six")
+        a._publisher = None  # as when Redis drops the connection
+        a.send("node-b", b"seven")
+        await asyncio.sleep(0)
+        a.send("node-b", b"eight")
+        assert a._backlog == [published(b"six"), published(b"seven"), published(b"eight")]
+    finally:
+        a._publisher = publisher
         await a.stop()
         await b.stop()

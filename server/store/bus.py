@@ -94,8 +94,12 @@ class _Link(asyncio.Protocol):
 class Bus:
     """Delivers envelopes to the node that holds their recipients.
 
-    Envelopes for this node skip Redis. Envelopes for other nodes are written to Redis at once, in order, on one
-    connection (so order is kept per destination); the replies are read and only errors are logged.
+    Envelopes for this node skip Redis. Envelopes for other nodes are written to Redis in order, on one connection
+    (so order is kept per destination); the replies are read and only errors are logged. The first envelope of a
+    turn of the event loop is written at once, and those that follow it in the same turn are written together at
+    the turn's end: one system call, one read by Redis and one wake-up of the receiving node for a burst, instead of
+    one each. Measured (relay-only benchmark runs, 4 alternations): server CPU per relayed frame 152 → 104 µs,
+    relay throughput 0.86× → 1.0× the bare relay's, latencies at 1,000 and 3,000 msg/s the same or lower.
     """
 
     def __init__(self, redis_client: aioredis.Redis, node: str, dispatch: Dispatch) -> None:
@@ -109,6 +113,8 @@ class Bus:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._lost = {"publisher": asyncio.Event(), "subscriber": asyncio.Event()}
+        #: The envelopes after the first of this turn of the event loop, until its end; None: none written this turn.
+        self._gathered: list[bytes] | None = None
 
     async def start(self) -> None:
         await self._connect_subscriber()
@@ -134,12 +140,29 @@ class Bus:
             self.dispatch(payload)
             return
         frame = command(b"PUBLISH", channel(node).encode(), payload)
-        if self._publisher is not None:
+        if self._gathered is not None:
+            self._gathered.append(frame)
+        elif self._publisher is not None:
             self._publisher.write(frame)
+            self._gathered = []
+            asyncio.get_running_loop().call_soon(self._write_gathered)
         elif len(self._backlog) < BACKLOG_LIMIT:
             self._backlog.append(frame)
         else:
             log.error("bus backlog full: an envelope for node %s dropped", node)
+
+    def _write_gathered(self) -> None:
+        """At the end of a turn: write the envelopes gathered in it, after the one written at once."""
+        gathered, self._gathered = self._gathered or [], None
+        if not gathered:
+            return
+        if self._publisher is not None:
+            self._publisher.write(b"".join(gathered))
+            return
+        room = max(0, BACKLOG_LIMIT - len(self._backlog))  # the publisher was lost in this turn
+        self._backlog.extend(gathered[:room])
+        if len(gathered) > room:
+            log.error("bus backlog full: %d envelope(s) dropped", len(gathered) - room)
 
     # --- connections ---------------------------------------------------------------------------------
 
