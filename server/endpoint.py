@@ -354,13 +354,8 @@ class Connection:
         self.replay = Replay(connection_tag(held.resume_digest), resume.received)
         # A socket of the old connection may still look open (half-open, unnoticed): close it without side
         # effects, after it hands on what its client may not have read, so that comes with the resumed `joined`.
-        # Kicked before this connection registers: on this same node the kick reaches the old one at once (and what
-        # it hands on is held before we take it); another node confirms when it has held it.
-        replaced = error_frame(Replaced("this participant resumed on another connection"))
-        if held.node == self.node.id:
-            self.node.kick(held, replaced, resumed_on=self.node.id)
-        else:
-            await self.node.take_over(held, replaced)
+        # Taken over before this connection registers, so on this same node the kick reaches the old one.
+        await self.node.take_over(held, error_frame(Replaced("this participant resumed on another connection")))
         self.node.register(member.participant, consultation, self)
         # Told again, so every other connection routes to this node from now on (clients know the id already).
         self.node.announce_joined(member, others)

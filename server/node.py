@@ -185,12 +185,14 @@ class Node:
             self.send(node, envelope)
 
     async def take_over(self, member: Member, frame: bytes) -> None:
-        """For a resume here of `member`, whose connection was on another node: close that connection with `frame`,
-        and return once that node has held what the connection wrote and its client may not have read (it hands it
-        on when closed: server/replay.py), so the resume takes those frames with the ones held while it was away.
-        Returns at once when no process serves that node any more, and after `HAND_OVER_WAIT_S` when it does not
-        confirm (then the frames it hands on later are passed on here, after `joined`)."""
-        [(_, serving)] = await self.handle.client.pubsub_numsub(routing.channel(member.node))
+        """For a resume here of `member`: close its old connection with `frame`, and return once what that connection
+        wrote and its client may not have read is held (it hands it on when closed: server/replay.py), so the resume
+        takes those frames with the ones held while it was away. On this node the kick is dispatched at once. Another
+        node confirms; this returns at once when no process serves that node any more, and after `HAND_OVER_WAIT_S`
+        when it does not confirm (then the frames it hands on later are passed on here, after `joined`)."""
+        serving = 0
+        if member.node != self.id:
+            [(_, serving)] = await self.handle.client.pubsub_numsub(routing.channel(member.node))
         if not serving:
             self.kick(member, frame, resumed_on=self.id)
             return

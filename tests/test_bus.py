@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 
 from server.config import load_settings
 from server.routing import channel
-from server.store.bus import Bus, command
+from server.store.bus import Bus, Dispatch, command
 from server.store.connection import RedisHandle, open_redis
 from support import TIME_SCALE
 
@@ -27,6 +28,20 @@ async def handle(redis_env: dict[str, str]) -> AsyncIterator[RedisHandle]:
     await handle.close()
 
 
+@contextlib.asynccontextmanager
+async def two_nodes(handle: RedisHandle, on_a: Dispatch, on_b: Dispatch) -> AsyncIterator[tuple[Bus, Bus]]:
+    """The buses of nodes `node-a` and `node-b`, started, and stopped afterwards."""
+    a = Bus(handle.client, "node-a", on_a)
+    b = Bus(handle.client, "node-b", on_b)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def eventually(predicate: object, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout * TIME_SCALE
     while not predicate():  # type: ignore[operator]
@@ -37,29 +52,18 @@ async def eventually(predicate: object, timeout: float = 5.0) -> None:
 async def test_envelopes_reach_the_other_node_in_order_and_local_ones_skip_redis(handle: RedisHandle) -> None:
     got_a: list[bytes] = []
     got_b: list[bytes] = []
-    a = Bus(handle.client, "node-a", got_a.append)
-    b = Bus(handle.client, "node-b", got_b.append)
-    await a.start()
-    await b.start()
-    try:
+    async with two_nodes(handle, got_a.append, got_b.append) as (a, _):
         for i in range(1000):
             a.send("node-b", b"frame %d" % i)
         a.send("node-a", b"local")
         assert got_a == [b"local"]  # delivered synchronously, without Redis
         await eventually(lambda: len(got_b) == 1000)
         assert got_b == [b"frame %d" % i for i in range(1000)]
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 async def test_the_bus_recovers_when_redis_drops_its_connections(handle: RedisHandle) -> None:
     got: list[bytes] = []
-    a = Bus(handle.client, "node-a", lambda _: None)
-    b = Bus(handle.client, "node-b", got.append)
-    await a.start()
-    await b.start()
-    try:
+    async with two_nodes(handle, lambda _: None, got.append) as (a, _):
         a.send("node-b", b"before")
         await eventually(lambda: got == [b"before"])
         await handle.client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
@@ -71,32 +75,25 @@ async def test_the_bus_recovers_when_redis_drops_its_connections(handle: RedisHa
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(delivered_again(), 10 * TIME_SCALE)
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 async def test_a_turns_first_envelope_goes_at_once_and_the_rest_together_at_its_end(handle: RedisHandle) -> None:
     got: list[bytes] = []
-    a = Bus(handle.client, "node-a", lambda _: None)
-    b = Bus(handle.client, "node-b", got.append)
-    await a.start()
-    await b.start()
-    publisher = a._publisher
-    assert publisher is not None
-    writes: list[bytes] = []
-    write = publisher.write
+    async with two_nodes(handle, lambda _: None, got.append) as (a, _):
+        publisher = a._publisher
+        assert publisher is not None
+        writes: list[bytes] = []
+        write = publisher.write
 
-    def recording(data: bytes | bytearray | memoryview) -> None:
-        writes.append(bytes(data))
-        write(data)
+        def recording(data: bytes | bytearray | memoryview) -> None:
+            writes.append(bytes(data))
+            write(data)
 
-    publisher.write = recording  # type: ignore[method-assign]
+        publisher.write = recording  # type: ignore[method-assign]
 
-    def published(payload: bytes) -> bytes:
-        return command(b"PUBLISH", channel("node-b").encode(), payload)
+        def published(payload: bytes) -> bytes:
+            return command(b"PUBLISH", channel("node-b").encode(), payload)
 
-    try:
         for payload in (b"one", b"two", b"three"):
             a.send("node-b", payload)
         assert writes == [published(b"one")]  # at once: a lone frame waits for nothing
@@ -111,11 +108,10 @@ async def test_a_turns_first_envelope_goes_at_once_and_the_rest_together_at_its_
         a.send("node-b", b"five")
         a.send("node-b", b"six")
         a._publisher = None  # as when Redis drops the connection
-        a.send("node-b", b"seven")
-        await asyncio.sleep(0)
-        a.send("node-b", b"eight")
-        assert a._backlog == [published(b"six"), published(b"seven"), published(b"eight")]
-    finally:
-        a._publisher = publisher
-        await a.stop()
-        await b.stop()
+        try:
+            a.send("node-b", b"seven")
+            await asyncio.sleep(0)
+            a.send("node-b", b"eight")
+            assert a._backlog == [published(b"six"), published(b"seven"), published(b"eight")]
+        finally:
+            a._publisher = publisher  # so the bus closes its connection

@@ -178,6 +178,15 @@ async def swallow(client: Client, count: int) -> None:
         await client.recv()
 
 
+async def swallowed(sender: Client, to: Client, count: int) -> list[dict[str, object]]:
+    """`sender` sends `to` an ICE restart of `count` frames, which `to`'s socket swallows (see `swallow`)."""
+    frames = while_away(to.id, count)
+    for frame in frames:
+        await sender.send(frame)
+    await swallow(to, count)
+    return frames
+
+
 async def drop(client: Client) -> None:
     """A lost network: no `leave`, no close handshake; then time for the server to notice."""
     client.ws.transport.abort()
@@ -287,10 +296,8 @@ async def test_what_a_half_open_socket_swallowed_is_written_again_after_the_resu
     await citizen.expect("peer-joined")
     await relays_both_ways(clinician, citizen)  # read: the citizen has read 2 frames after `joined`
     await citizen.send({"type": "ping"})
-    sent = while_away(citizen.id, 6)
-    for frame in sent:
-        await clinician.send(frame)
-    await swallow(citizen, 1 + len(sent))  # the pong, and the clinician's ICE restart
+    await swallow(citizen, 1)  # the pong
+    sent = await swallowed(clinician, citizen, 6)
 
     # Where the old socket is or on another process (which waits until the old one has handed them on), the frames
     # come with the resumed `joined`, counted in `held`.
@@ -333,10 +340,7 @@ async def test_a_resume_waits_only_so_long_for_a_process_that_is_stuck(
     env = {"STUE_DATA_DIR": str(tmp_path / "data")}
     first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env)
     await citizen.expect("peer-joined")
-    sent = while_away(clinician.id, 3)
-    for frame in sent:
-        await citizen.send(frame)
-    await swallow(clinician, len(sent))  # the clinician's socket, on the second process, is half-open
+    sent = await swallowed(citizen, clinician, 3)  # the clinician's socket, on the second process, is half-open
     second.process.send_signal(signal.SIGSTOP)
     try:
         again = await rejoin(first, first.url, clinician, {**clinician.resume, "received": 0})
@@ -367,10 +371,7 @@ async def test_a_dropped_socket_hands_on_what_its_client_may_not_have_read(
     env = {"STUE_DATA_DIR": str(tmp_path / "data")}
     first, second, citizen, clinician = await pair_on_two_nodes(stue_factory, env)
     await citizen.expect("peer-joined")
-    before = while_away(citizen.id, 3)
-    for frame in before:
-        await clinician.send(frame)
-    await swallow(citizen, len(before))
+    before = await swallowed(clinician, citizen, 3)
     await drop(citizen)
     away = [
         {"type": "offer", "to": citizen.id, "sdp": "v=0 while away"},
